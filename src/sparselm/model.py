@@ -1,0 +1,195 @@
+"""A dense GPT-2-style decoder (pre-LN, GELU, learned positions, tied embeddings).
+
+The model knows nothing of sparsity or of any training method. It exposes what methods need:
+
+* ``block_linears()``: every transformer-block weight tagged by layer and kind
+  (q, k, v, attn_out, mlp_in, mlp_out). Q, K and V live in one fused matrix but each is
+  addressable as its own row slice.
+* ``forward(..., plan=...)``: which blocks run, in which order, and with what residual scale.
+* ``forward(..., attn_mask=...)``: an attention mask for every layer, or one per layer.
+* ``forward(..., return_hidden=True)``: the residual stream after every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LINEAR_KINDS = ("q", "k", "v", "attn_out", "mlp_in", "mlp_out")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    d_ff: int
+    block_size: int
+    bias: bool = True
+    dropout: float = 0.0
+    ln_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
+
+
+@dataclass(frozen=True)
+class BlockLinear:
+    """One sparsifiable block weight: ``weight[rows]`` is the matrix of this kind."""
+
+    name: str  # parameter name in model.named_parameters()
+    layer: int
+    kind: str
+    weight: nn.Parameter
+    rows: slice
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n_out = self.rows.stop - self.rows.start
+        return (n_out, self.weight.shape[1])
+
+    def view(self) -> torch.Tensor:
+        return self.weight[self.rows]
+
+
+@dataclass
+class GPTOutput:
+    logits: torch.Tensor
+    hidden_states: list[torch.Tensor] | None = None
+
+
+# A plan lists (layer index, residual scale) for the blocks to run, in order.
+BlockPlan = Sequence[tuple[int, float]]
+AttnMask = torch.Tensor | None
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.d_model = cfg.d_model
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: AttnMask = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:  # a boolean pattern (True = may attend); causality is the caller's job
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self.out(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc_out(F.gelu(self.fc_in(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: AttnMask = None, scale: float = 1.0) -> torch.Tensor:
+        a = self.resid_drop(self.attn(self.ln_1(x), attn_mask))
+        x = x + a if scale == 1.0 else x + scale * a
+        m = self.mlp(self.ln_2(x))
+        return x + m if scale == 1.0 else x + scale * m
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied input/output embedding
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Truncated normal (±2σ) init; residual output projections scaled by 1/sqrt(2L)."""
+        std = self.config.init_std
+        resid_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                if name.endswith("weight"):  # LayerNorm gain
+                    nn.init.ones_(p)
+                else:
+                    nn.init.zeros_(p)
+                continue
+            s = resid_std if name.endswith(("attn.out.weight", "mlp.fc_out.weight")) else std
+            nn.init.trunc_normal_(p, mean=0.0, std=s, a=-2 * s, b=2 * s)
+
+    def block_linears(self) -> list[BlockLinear]:
+        """The sparsifiable block weights, in layer order; embeddings and head excluded."""
+        d = self.config.d_model
+        out: list[BlockLinear] = []
+        for i, blk in enumerate(self.blocks):
+            prefix = f"blocks.{i}"
+            for j, kind in enumerate(("q", "k", "v")):
+                out.append(BlockLinear(f"{prefix}.attn.qkv.weight", i, kind, blk.attn.qkv.weight,
+                                       slice(j * d, (j + 1) * d)))
+            for kind, mod, pname in (("attn_out", blk.attn.out, "attn.out"),
+                                     ("mlp_in", blk.mlp.fc_in, "mlp.fc_in"),
+                                     ("mlp_out", blk.mlp.fc_out, "mlp.fc_out")):
+                out.append(BlockLinear(f"{prefix}.{pname}.weight", i, kind, mod.weight,
+                                       slice(0, mod.weight.shape[0])))
+        return out
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        plan: BlockPlan | None = None,
+        attn_mask: AttnMask | Sequence[AttnMask] = None,
+        return_hidden: bool = False,
+    ) -> GPTOutput:
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds model.block_size={self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        per_layer = isinstance(attn_mask, (list, tuple))
+        hidden: list[torch.Tensor] | None = [] if return_hidden else None
+        steps = plan if plan is not None else [(i, 1.0) for i in range(len(self.blocks))]
+        for layer, scale in steps:
+            mask = attn_mask[layer] if per_layer else attn_mask
+            x = self.blocks[layer](x, mask, scale)
+            if hidden is not None:
+                hidden.append(x)
+        logits = self.lm_head(self.ln_f(x))
+        return GPTOutput(logits=logits, hidden_states=hidden)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; label -100 is ignored (context and padding)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)

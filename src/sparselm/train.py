@@ -1,0 +1,239 @@
+"""THE training loop, shared by pretraining and fine-tuning.
+
+Methods change training only through ``TrainHook`` objects (see ``hooks.py``); the loop never
+asks which method it runs. Batches come from any object with ``train_batch(step, micro)`` and
+``val_batches(n)``, both pure functions, so a resumed run sees exactly the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sparselm.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
+from sparselm.errors import TrainingDivergedError
+from sparselm.flops import FlopLedger
+from sparselm.hooks import TrainHook
+from sparselm.model import lm_loss
+from sparselm.optim import OptimConfig
+from sparselm.schedules import warmup_cosine_lr
+from sparselm.sparsity.stats import measured_sparsity
+from sparselm.tracking import NullTracker, Tracker
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchSource(Protocol):
+    def train_batch(self, step: int, micro: int) -> Batch: ...
+    def val_batches(self, n_batches: int) -> list[Batch]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    grad_accum: int = 1
+    log_every: int = 1
+    eval_every: int = 0  # 0: validate only at the end
+    eval_batches: int = 4
+    ckpt_every: int = 0  # 0: checkpoint only at the end
+    keep_checkpoints: int = 2
+    precision: str = "auto"  # auto (bf16 autocast on GPU) | bf16 | fp32
+    progress: bool | None = None  # None: a bar only when stderr is a terminal
+
+
+@dataclass
+class TrainRun:
+    """Everything one training job needs, built by an entry point."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: BatchSource
+    cfg: TrainConfig
+    optim: OptimConfig
+    out_dir: Path
+    hooks: Sequence[TrainHook] = ()
+    tracker: Tracker = NullTracker()
+    flops_per_token: Callable[[dict[str, Any]], float] | None = None
+    config_yaml: str = ""
+
+
+def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+    """Train to ``cfg.steps`` (or stop early after ``stop_at`` steps); return final metrics."""
+    loop = _Loop(run)
+    loop.start(resume)
+    last = min(run.cfg.steps, stop_at) if stop_at is not None else run.cfg.steps
+    bar = tqdm(total=run.cfg.steps, initial=loop.state.step, disable=not _show_bar(run.cfg),
+               desc="train", unit="step")
+    while loop.state.step < last:
+        record = loop.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+    bar.close()
+    loop.checkpoint()
+    return loop.metrics()
+
+
+class _Loop:
+    def __init__(self, run: TrainRun) -> None:
+        self.run = run
+        self.state = TrainingState()
+        self.ledger = FlopLedger()
+        self.log_path = Path(run.out_dir) / "train_log.jsonl"
+        self.device = next(run.model.parameters()).device
+        self.bf16 = run.cfg.precision == "bf16" or (
+            run.cfg.precision == "auto" and self.device.type == "cuda")
+        self.last_val: float | None = None
+        self.last_train: float | None = None
+        self.wall = 0.0
+
+    def start(self, resume: bool) -> None:
+        for hook in self.run.hooks:
+            hook.on_train_start(self.run.model, self.run.optimizer)
+        ckpt = latest_checkpoint(self.run.out_dir) if resume else None
+        if ckpt is not None:
+            self.state = load_checkpoint(ckpt, self.run.model, self.run.optimizer,
+                                         {h.name: h for h in self.run.hooks})
+            self.ledger.load_state_dict(self.state.extra.get("ledger", {}))
+            self.wall = float(self.state.extra.get("wall_time_s", 0.0))
+            self.last_val = self.state.extra.get("last_val")
+            self.last_train = self.state.extra.get("last_train")
+        _truncate_log(self.log_path, self.state.step)  # drop steps logged after the checkpoint
+
+    def step(self) -> dict[str, Any]:
+        run, step = self.run, self.state.step
+        t0 = time.perf_counter()
+        lr = warmup_cosine_lr(step, run.optim.lr, run.optim.min_lr, run.optim.warmup_steps,
+                              run.cfg.steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        losses, tokens = self._forward_backward(step)
+        for hook in run.hooks:
+            hook.after_backward(step)
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.optim.grad_clip)
+        self._guard(step, losses["train_loss"], float(grad_norm))
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        for hook in run.hooks:
+            hook.after_optimizer_step(step)
+        self.state.step = step + 1
+        self.wall += time.perf_counter() - t0
+        self.ledger.add(tokens, self._flops_per_token(step))
+        self.last_train = losses["train_loss"]
+        record = {"step": self.state.step, "tokens": self.ledger.tokens,
+                  "flops_cum": self.ledger.total, "lr": lr, **losses,
+                  "grad_norm": float(grad_norm), "step_time_s": time.perf_counter() - t0}
+        self._periodic(record)
+        return record
+
+    def _forward_backward(self, step: int) -> tuple[dict[str, float], int]:
+        run = self.run
+        kwargs: dict[str, Any] = {}
+        for hook in run.hooks:
+            kwargs.update(hook.forward_kwargs(step))
+        run.model.train()
+        sums: dict[str, float] = {}
+        tokens = 0
+        for micro in range(run.cfg.grad_accum):
+            x, y = (t.to(self.device, non_blocking=True) for t in run.batches.train_batch(step, micro))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = run.model(x, **kwargs)
+                terms = {"train_loss": lm_loss(out.logits, y)}
+                for hook in run.hooks:
+                    terms.update(hook.extra_losses(x, y, out))
+            total = sum(terms.values())
+            (total / run.cfg.grad_accum).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if len(terms) > 1:
+                sums["loss_total"] = sums.get("loss_total", 0.0) + float(total.detach())
+            tokens += x.numel()
+        return {k: v / run.cfg.grad_accum for k, v in sums.items()}, tokens
+
+    def _guard(self, step: int, loss: float, grad_norm: float) -> None:
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return
+        kept = latest_checkpoint(self.run.out_dir)
+        where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
+        raise TrainingDivergedError(
+            f"step {step + 1}: train loss {loss} / grad norm {grad_norm} is not finite; "
+            f"stopped without updating weights ({where}); try a lower optim.lr")
+
+    def _flops_per_token(self, step: int) -> float:
+        if self.run.flops_per_token is None:
+            return 0.0
+        factors: dict[str, Any] = {}
+        for hook in self.run.hooks:
+            factors.update(hook.flop_factors(step))
+        return self.run.flops_per_token(factors)
+
+    def _periodic(self, record: dict[str, Any]) -> None:
+        cfg, step = self.run.cfg, self.state.step
+        if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
+            record["val_loss"] = self.evaluate()
+        if step % max(1, cfg.log_every) == 0 or "val_loss" in record or step == cfg.steps:
+            self._log(record)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
+            self.checkpoint()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        overall, by_kind = measured_sparsity(self.run.model)
+        record["sparsity_global"] = overall
+        record["sparsity_by_kind"] = by_kind
+        for hook in self.run.hooks:
+            record.update(hook.log_fields(self.state.step - 1))
+        record["tokens_per_s"] = self.ledger.tokens / self.wall if self.wall else None
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.run.tracker.log(record, step=record["step"])
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss of the full model (no plan, dense attention) on the fixed val batches."""
+        model = self.run.model
+        model.eval()
+        losses = []
+        for x, y in self.run.batches.val_batches(self.run.cfg.eval_batches):
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                losses.append(float(lm_loss(model(x).logits, y)))
+        model.train()
+        self.last_val = sum(losses) / len(losses)
+        return self.last_val
+
+    def checkpoint(self) -> Path:
+        self.state.extra = {"ledger": self.ledger.state_dict(), "wall_time_s": self.wall,
+                            "last_val": self.last_val, "last_train": self.last_train}
+        return save_checkpoint(self.run.out_dir, self.state, self.run.model, self.run.optimizer,
+                               {h.name: h.state_dict() for h in self.run.hooks},
+                               self.run.config_yaml, self.run.cfg.keep_checkpoints)
+
+    def metrics(self) -> dict[str, Any]:
+        val = self.last_val
+        return {"steps": self.state.step, "tokens": self.ledger.tokens,
+                "flops_total": self.ledger.total, "final_train_loss": self.last_train,
+                "final_val_loss": val, "final_val_ppl": math.exp(val) if val is not None else None,
+                "wall_time_s": self.wall,
+                "tokens_per_s": self.ledger.tokens / self.wall if self.wall else None}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _show_bar(cfg: TrainConfig) -> bool:
+    return cfg.progress if cfg.progress is not None else sys.stderr.isatty()
