@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = Path(os.environ.get("SPARSELM_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+    path = ROOT / os.environ.get("SPARSELM_DATA_DIR", ROOT.parent / "shared" / "data")
     if not path.is_dir():
         pytest.skip(f"data directory {path} not found; set SPARSELM_DATA_DIR")
     return path

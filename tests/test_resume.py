@@ -21,13 +21,17 @@ CFG = TrainConfig(steps=12, grad_accum=2, eval_every=4, ckpt_every=4)
 
 def _run(out, dropout=0.1):
     model = toy_model(seed=1, dropout=dropout)  # dropout makes the RNG state matter
-    hook = StaticSparsity.from_config(model.block_linears(), StaticSparsityConfig(level=0.5, seed=4))
+    hook = StaticSparsity.from_config(
+        model.block_linears(), StaticSparsityConfig(level=0.5, seed=4)
+    )
     return TrainRun(model, build_adamw(model, OPTIM), RandomTokens(), CFG, OPTIM, out, hooks=[hook])
 
 
 def _losses(out):
-    return [(r["step"], r.get("train_loss"), r.get("val_loss"))
-            for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
+    return [
+        (r["step"], r.get("train_loss"), r.get("val_loss"))
+        for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+    ]
 
 
 def test_resume_equals_uninterrupted(tmp_path):

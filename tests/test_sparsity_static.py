@@ -16,7 +16,9 @@ OPTIM = OptimConfig(lr=1e-2, min_lr=1e-3, warmup_steps=2, weight_decay=0.1)
 
 
 def _sparse(model, level, **kw):
-    return StaticSparsity.from_config(model.block_linears(), StaticSparsityConfig(level=level, **kw))
+    return StaticSparsity.from_config(
+        model.block_linears(), StaticSparsityConfig(level=level, **kw)
+    )
 
 
 @pytest.mark.parametrize("level", [0.5, 0.75, 0.9])
@@ -59,6 +61,7 @@ def test_without_moment_masking_adam_would_not_keep_zeros():
     opt = build_adamw(model, OPTIM)
     x, y = RandomTokens().train_batch(0, 0)
     from sparselm.model import lm_loss
+
     lm_loss(model(x).logits, y).backward()
     opt.step()
     hook = _sparse(model, 0.75, seed=2, mask_optimizer_state=False)
@@ -73,8 +76,15 @@ def test_sparsity_zero_equals_dense_bit_for_bit(tmp_path):
         model = toy_model(seed=5)
         opt = build_adamw(model, OPTIM)
         out = tmp_path / str(len(list(tmp_path.iterdir())))
-        r = TrainRun(model, opt, RandomTokens(), TrainConfig(steps=8, grad_accum=2), OPTIM, out,
-                     hooks=hooks_for(model))
+        r = TrainRun(
+            model,
+            opt,
+            RandomTokens(),
+            TrainConfig(steps=8, grad_accum=2),
+            OPTIM,
+            out,
+            hooks=hooks_for(model),
+        )
         metrics = train(r)
         return model.state_dict(), metrics
 
@@ -93,8 +103,15 @@ def test_erk_hits_the_global_budget_and_caps_density():
     assert max(dens) <= 1.0 and dens[-1] == 1.0  # the small matrix is made dense
 
 
-@pytest.mark.parametrize("bad", [dict(level=1.5), dict(level=-0.1), dict(level=0.5, init="x"),
-                                 dict(level=0.5, targets=("lm_head",))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(level=1.5),
+        dict(level=-0.1),
+        dict(level=0.5, init="x"),
+        dict(level=0.5, targets=("lm_head",)),
+    ],
+)
 def test_bad_sparsity_config_names_the_key(bad):
     with pytest.raises(ConfigError, match="sparsity."):
         StaticSparsityConfig(**bad)

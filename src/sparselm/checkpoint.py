@@ -41,9 +41,15 @@ class TrainingState:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def save_checkpoint(run_dir: Path, state: TrainingState, model: nn.Module,
-                    optimizer: torch.optim.Optimizer | None, hook_states: dict[str, dict],
-                    config_yaml: str, keep_last: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    state: TrainingState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    hook_states: dict[str, dict],
+    config_yaml: str,
+    keep_last: int = 2,
+) -> Path:
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{state.step:08d}"
     tmp = root / f".tmp_step_{state.step:08d}"
@@ -55,12 +61,19 @@ def save_checkpoint(run_dir: Path, state: TrainingState, model: nn.Module,
         save_file(tensors, tmp / "optimizer.safetensors")
     else:
         groups = []
-    flat_hooks = {f"{h}/{k}": v.detach().cpu().contiguous()
-                  for h, sd in hook_states.items() for k, v in sd.items()}
+    flat_hooks = {
+        f"{h}/{k}": v.detach().cpu().contiguous()
+        for h, sd in hook_states.items()
+        for k, v in sd.items()
+    }
     save_file(flat_hooks, tmp / "hooks.safetensors")
     save_file(_rng_tensors(), tmp / "rng.safetensors")
-    meta = {"step": state.step, "extra": state.extra, "param_groups": groups,
-            "model_config": _model_config(model)}
+    meta = {
+        "step": state.step,
+        "extra": state.extra,
+        "param_groups": groups,
+        "model_config": _model_config(model),
+    }
     (tmp / "state.json").write_text(json.dumps(meta, indent=2))
     (tmp / "config.yaml").write_text(config_yaml)
     shutil.rmtree(final, ignore_errors=True)
@@ -101,12 +114,14 @@ def load_model_weights(ckpt: Path, model: nn.Module) -> None:
         if saved[k].shape != v.shape:
             raise CheckpointError(
                 f"{file}: tensor {k!r} has shape {tuple(saved[k].shape)} but this model needs "
-                f"{tuple(v.shape)}; check model.* against the checkpoint's config.yaml")
+                f"{tuple(v.shape)}; check model.* against the checkpoint's config.yaml"
+            )
     model.load_state_dict({k: saved[k] for k in own}, strict=False)
 
 
-def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    hooks: dict[str, Any]) -> TrainingState:
+def load_checkpoint(
+    ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, hooks: dict[str, Any]
+) -> TrainingState:
     """Restore weights, optimizer, hook state and RNG; returns the step to continue from."""
     ckpt = Path(ckpt)
     meta = json.loads((ckpt / "state.json").read_text())
@@ -116,7 +131,7 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     flat = load_file(ckpt / "hooks.safetensors")
     for name, hook in hooks.items():
         prefix = f"{name}/"
-        hook.load_state_dict({k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)})
+        hook.load_state_dict({k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)})
     _restore_rng(load_file(ckpt / "rng.safetensors"))
     return TrainingState(step=int(meta["step"]), extra=meta.get("extra", {}))
 
@@ -124,7 +139,7 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 def load_hook_tensors(ckpt: Path, hook_name: str) -> dict[str, torch.Tensor]:
     flat = load_file(Path(ckpt) / "hooks.safetensors")
     prefix = f"{hook_name}/"
-    return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
 
 
 def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer):
@@ -132,8 +147,10 @@ def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer):
     tensors: dict[str, torch.Tensor] = {}
     groups = []
     for group in optimizer.param_groups:
-        groups.append({k: v for k, v in group.items() if k != "params"} |
-                      {"params": [names[id(p)] for p in group["params"]]})
+        groups.append(
+            {k: v for k, v in group.items() if k != "params"}
+            | {"params": [names[id(p)] for p in group["params"]]}
+        )
         for p in group["params"]:
             for key, value in optimizer.state.get(p, {}).items():
                 t = value if torch.is_tensor(value) else torch.tensor(value)
@@ -141,8 +158,9 @@ def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer):
     return tensors, groups
 
 
-def _load_optimizer(file: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    groups: list[dict]) -> None:
+def _load_optimizer(
+    file: Path, model: nn.Module, optimizer: torch.optim.Optimizer, groups: list[dict]
+) -> None:
     flat = load_file(file)
     by_name = dict(model.named_parameters())
     state: dict[int, dict[str, torch.Tensor]] = {}

@@ -24,7 +24,9 @@ class TrainHook:
         """Extra keyword arguments for ``model(x, ...)`` at this step (e.g. a block plan)."""
         return {}
 
-    def extra_losses(self, x: torch.Tensor, y: torch.Tensor, output: Any) -> dict[str, torch.Tensor]:
+    def extra_losses(
+        self, x: torch.Tensor, y: torch.Tensor, output: Any
+    ) -> dict[str, torch.Tensor]:
         """Named loss terms added to the language-model loss (e.g. distillation)."""
         return {}
 

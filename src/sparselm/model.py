@@ -38,7 +38,9 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
+            raise ValueError(
+                f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}"
+            )
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: AttnMask = None, scale: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: AttnMask = None, scale: float = 1.0
+    ) -> torch.Tensor:
         a = self.resid_drop(self.attn(self.ln_1(x), attn_mask))
         x = x + a if scale == 1.0 else x + scale * a
         m = self.mlp(self.ln_2(x))
@@ -153,13 +157,29 @@ class GPT(nn.Module):
         for i, blk in enumerate(self.blocks):
             prefix = f"blocks.{i}"
             for j, kind in enumerate(("q", "k", "v")):
-                out.append(BlockLinear(f"{prefix}.attn.qkv.weight", i, kind, blk.attn.qkv.weight,
-                                       slice(j * d, (j + 1) * d)))
-            for kind, mod, pname in (("attn_out", blk.attn.out, "attn.out"),
-                                     ("mlp_in", blk.mlp.fc_in, "mlp.fc_in"),
-                                     ("mlp_out", blk.mlp.fc_out, "mlp.fc_out")):
-                out.append(BlockLinear(f"{prefix}.{pname}.weight", i, kind, mod.weight,
-                                       slice(0, mod.weight.shape[0])))
+                out.append(
+                    BlockLinear(
+                        f"{prefix}.attn.qkv.weight",
+                        i,
+                        kind,
+                        blk.attn.qkv.weight,
+                        slice(j * d, (j + 1) * d),
+                    )
+                )
+            for kind, mod, pname in (
+                ("attn_out", blk.attn.out, "attn.out"),
+                ("mlp_in", blk.mlp.fc_in, "mlp.fc_in"),
+                ("mlp_out", blk.mlp.fc_out, "mlp.fc_out"),
+            ):
+                out.append(
+                    BlockLinear(
+                        f"{prefix}.{pname}.weight",
+                        i,
+                        kind,
+                        mod.weight,
+                        slice(0, mod.weight.shape[0]),
+                    )
+                )
         return out
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -175,7 +195,9 @@ class GPT(nn.Module):
     ) -> GPTOutput:
         B, T = idx.shape
         if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds model.block_size={self.config.block_size}")
+            raise ValueError(
+                f"sequence length {T} exceeds model.block_size={self.config.block_size}"
+            )
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         per_layer = isinstance(attn_mask, (list, tuple))
@@ -192,4 +214,6 @@ class GPT(nn.Module):
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy; label -100 is ignored (context and padding)."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int,
-                     total_steps: int) -> float:
+def warmup_cosine_lr(
+    step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+) -> float:
     """Linear warmup from 0 to ``max_lr``, then cosine decay to ``min_lr`` at ``total_steps``."""
     if warmup_steps > 0 and step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps

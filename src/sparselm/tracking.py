@@ -56,9 +56,17 @@ class WandbTracker:
         run_dir.mkdir(parents=True, exist_ok=True)
         mode = os.environ.get("WANDB_MODE", cfg.mode)
         self.run = wandb.init(
-            project=cfg.project, group=cfg.group, job_type=cfg.job_type, name=cfg.name,
-            id=cfg.run_id, resume="allow" if cfg.run_id else None, dir=str(run_dir),
-            config=cfg.config, mode=mode, tags=list(cfg.tags), reinit="finish_previous",
+            project=cfg.project,
+            group=cfg.group,
+            job_type=cfg.job_type,
+            name=cfg.name,
+            id=cfg.run_id,
+            resume="allow" if cfg.run_id else None,
+            dir=str(run_dir),
+            config=cfg.config,
+            mode=mode,
+            tags=list(cfg.tags),
+            reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off"),
         )
 

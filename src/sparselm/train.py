@@ -72,8 +72,13 @@ def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dic
     loop = _Loop(run)
     loop.start(resume)
     last = min(run.cfg.steps, stop_at) if stop_at is not None else run.cfg.steps
-    bar = tqdm(total=run.cfg.steps, initial=loop.state.step, disable=not _show_bar(run.cfg),
-               desc="train", unit="step")
+    bar = tqdm(
+        total=run.cfg.steps,
+        initial=loop.state.step,
+        disable=not _show_bar(run.cfg),
+        desc="train",
+        unit="step",
+    )
     while loop.state.step < last:
         record = loop.step()
         bar.update(1)
@@ -91,7 +96,8 @@ class _Loop:
         self.log_path = Path(run.out_dir) / "train_log.jsonl"
         self.device = next(run.model.parameters()).device
         self.bf16 = run.cfg.precision == "bf16" or (
-            run.cfg.precision == "auto" and self.device.type == "cuda")
+            run.cfg.precision == "auto" and self.device.type == "cuda"
+        )
         self.last_val: float | None = None
         self.last_train: float | None = None
         self.wall = 0.0
@@ -101,8 +107,9 @@ class _Loop:
             hook.on_train_start(self.run.model, self.run.optimizer)
         ckpt = latest_checkpoint(self.run.out_dir) if resume else None
         if ckpt is not None:
-            self.state = load_checkpoint(ckpt, self.run.model, self.run.optimizer,
-                                         {h.name: h for h in self.run.hooks})
+            self.state = load_checkpoint(
+                ckpt, self.run.model, self.run.optimizer, {h.name: h for h in self.run.hooks}
+            )
             self.ledger.load_state_dict(self.state.extra.get("ledger", {}))
             self.wall = float(self.state.extra.get("wall_time_s", 0.0))
             self.last_val = self.state.extra.get("last_val")
@@ -112,8 +119,9 @@ class _Loop:
     def step(self) -> dict[str, Any]:
         run, step = self.run, self.state.step
         t0 = time.perf_counter()
-        lr = warmup_cosine_lr(step, run.optim.lr, run.optim.min_lr, run.optim.warmup_steps,
-                              run.cfg.steps)
+        lr = warmup_cosine_lr(
+            step, run.optim.lr, run.optim.min_lr, run.optim.warmup_steps, run.cfg.steps
+        )
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         losses, tokens = self._forward_backward(step)
@@ -129,9 +137,15 @@ class _Loop:
         self.wall += time.perf_counter() - t0
         self.ledger.add(tokens, self._flops_per_token(step))
         self.last_train = losses["train_loss"]
-        record = {"step": self.state.step, "tokens": self.ledger.tokens,
-                  "flops_cum": self.ledger.total, "lr": lr, **losses,
-                  "grad_norm": float(grad_norm), "step_time_s": time.perf_counter() - t0}
+        record = {
+            "step": self.state.step,
+            "tokens": self.ledger.tokens,
+            "flops_cum": self.ledger.total,
+            "lr": lr,
+            **losses,
+            "grad_norm": float(grad_norm),
+            "step_time_s": time.perf_counter() - t0,
+        }
         self._periodic(record)
         return record
 
@@ -144,7 +158,9 @@ class _Loop:
         sums: dict[str, float] = {}
         tokens = 0
         for micro in range(run.cfg.grad_accum):
-            x, y = (t.to(self.device, non_blocking=True) for t in run.batches.train_batch(step, micro))
+            x, y = (
+                t.to(self.device, non_blocking=True) for t in run.batches.train_batch(step, micro)
+            )
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = run.model(x, **kwargs)
                 terms = {"train_loss": lm_loss(out.logits, y)}
@@ -166,7 +182,8 @@ class _Loop:
         where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint was written yet"
         raise TrainingDivergedError(
             f"step {step + 1}: train loss {loss} / grad norm {grad_norm} is not finite; "
-            f"stopped without updating weights ({where}); try a lower optim.lr")
+            f"stopped without updating weights ({where}); try a lower optim.lr"
+        )
 
     def _flops_per_token(self, step: int) -> float:
         if self.run.flops_per_token is None:
@@ -211,27 +228,45 @@ class _Loop:
         return self.last_val
 
     def checkpoint(self) -> Path:
-        self.state.extra = {"ledger": self.ledger.state_dict(), "wall_time_s": self.wall,
-                            "last_val": self.last_val, "last_train": self.last_train}
-        return save_checkpoint(self.run.out_dir, self.state, self.run.model, self.run.optimizer,
-                               {h.name: h.state_dict() for h in self.run.hooks},
-                               self.run.config_yaml, self.run.cfg.keep_checkpoints)
+        self.state.extra = {
+            "ledger": self.ledger.state_dict(),
+            "wall_time_s": self.wall,
+            "last_val": self.last_val,
+            "last_train": self.last_train,
+        }
+        return save_checkpoint(
+            self.run.out_dir,
+            self.state,
+            self.run.model,
+            self.run.optimizer,
+            {h.name: h.state_dict() for h in self.run.hooks},
+            self.run.config_yaml,
+            self.run.cfg.keep_checkpoints,
+        )
 
     def metrics(self) -> dict[str, Any]:
         val = self.last_val
-        return {"steps": self.state.step, "tokens": self.ledger.tokens,
-                "flops_total": self.ledger.total, "final_train_loss": self.last_train,
-                "final_val_loss": val, "final_val_ppl": math.exp(val) if val is not None else None,
-                "wall_time_s": self.wall,
-                "tokens_per_s": self.ledger.tokens / self.wall if self.wall else None}
+        return {
+            "steps": self.state.step,
+            "tokens": self.ledger.tokens,
+            "flops_total": self.ledger.total,
+            "final_train_loss": self.last_train,
+            "final_val_loss": val,
+            "final_val_ppl": math.exp(val) if val is not None else None,
+            "wall_time_s": self.wall,
+            "tokens_per_s": self.ledger.tokens / self.wall if self.wall else None,
+        }
 
 
 def _truncate_log(path: Path, step: int) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 

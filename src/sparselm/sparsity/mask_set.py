@@ -24,8 +24,9 @@ class MaskSet:
         self._factors = {n: m.to(params[n].dtype) for n, m in self.masks.items()}
 
     @classmethod
-    def from_targets(cls, targets: Iterable[BlockLinear],
-                     target_masks: Iterable[torch.Tensor]) -> MaskSet:
+    def from_targets(
+        cls, targets: Iterable[BlockLinear], target_masks: Iterable[torch.Tensor]
+    ) -> MaskSet:
         """Assemble per-parameter masks from per-target (row-slice) masks."""
         params: dict[str, nn.Parameter] = {}
         masks: dict[str, torch.Tensor] = {}

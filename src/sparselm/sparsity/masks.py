@@ -43,7 +43,9 @@ def uniform_densities(shapes: Sequence[tuple[int, int]], sparsity: float) -> lis
     return [1.0 - sparsity] * len(shapes)
 
 
-def erk_densities(shapes: Sequence[tuple[int, int]], sparsity: float, power: float = 1.0) -> list[float]:
+def erk_densities(
+    shapes: Sequence[tuple[int, int]], sparsity: float, power: float = 1.0
+) -> list[float]:
     """Erdos-Renyi(-Kernel) allocation: density ∝ ((n_in + n_out) / (n_in * n_out)) ** power.
 
     The overall kept fraction equals 1 - sparsity. Matrices whose density would exceed 1 are
@@ -63,8 +65,9 @@ def erk_densities(shapes: Sequence[tuple[int, int]], sparsity: float, power: flo
         dense |= over
 
 
-def allocate_densities(shapes: Sequence[tuple[int, int]], sparsity: float, distribution: str,
-                       power: float = 1.0) -> list[float]:
+def allocate_densities(
+    shapes: Sequence[tuple[int, int]], sparsity: float, distribution: str, power: float = 1.0
+) -> list[float]:
     """Per-matrix densities for a named distribution."""
     if not 0.0 <= sparsity < 1.0:
         raise ConfigError(f"sparsity.level={sparsity} is out of range; allowed: 0 <= level < 1")
@@ -72,4 +75,6 @@ def allocate_densities(shapes: Sequence[tuple[int, int]], sparsity: float, distr
         return uniform_densities(shapes, sparsity)
     if distribution == "erk":
         return erk_densities(shapes, sparsity, power)
-    raise ConfigError(f"sparsity.distribution={distribution!r} is unknown; allowed: {DISTRIBUTIONS}")
+    raise ConfigError(
+        f"sparsity.distribution={distribution!r} is unknown; allowed: {DISTRIBUTIONS}"
+    )

@@ -29,7 +29,9 @@ class StaticSparsityConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.level < 1.0:
-            raise ConfigError(f"sparsity.level={self.level} is out of range; allowed: 0 <= level < 1")
+            raise ConfigError(
+                f"sparsity.level={self.level} is out of range; allowed: 0 <= level < 1"
+            )
         if self.init not in INITS:
             raise ConfigError(f"sparsity.init={self.init!r} is unknown; allowed: {INITS}")
         bad = [t for t in self.targets if t not in LINEAR_KINDS]
@@ -43,8 +45,9 @@ def select_targets(linears: list[BlockLinear], kinds: tuple[str, ...]) -> list[B
 
 def draw_masks(targets: list[BlockLinear], cfg: StaticSparsityConfig) -> list[torch.Tensor]:
     """One mask per target with exactly floor(density * numel) kept entries."""
-    densities = allocate_densities([t.shape for t in targets], cfg.level, cfg.distribution,
-                                   cfg.erk_power)
+    densities = allocate_densities(
+        [t.shape for t in targets], cfg.level, cfg.distribution, cfg.erk_power
+    )
     generator = torch.Generator().manual_seed(cfg.seed)  # never touches the global RNG
     if cfg.init == "random":
         return [random_mask(t.shape, d, generator) for t, d in zip(targets, densities, strict=True)]
@@ -56,8 +59,13 @@ class StaticSparsity(TrainHook):
 
     name = "static_sparsity"
 
-    def __init__(self, targets: list[BlockLinear], masks: MaskSet, mask_grads: bool = True,
-                 mask_optimizer_state: bool = True) -> None:
+    def __init__(
+        self,
+        targets: list[BlockLinear],
+        masks: MaskSet,
+        mask_grads: bool = True,
+        mask_optimizer_state: bool = True,
+    ) -> None:
         self.targets = targets
         self.masks = masks
         self.mask_grads = mask_grads

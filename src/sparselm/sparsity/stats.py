@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-KIND_GROUPS = {"q": "qkv", "k": "qkv", "v": "qkv", "attn_out": "attn_out", "mlp_in": "mlp_in",
-               "mlp_out": "mlp_out"}
+KIND_GROUPS = {
+    "q": "qkv",
+    "k": "qkv",
+    "v": "qkv",
+    "attn_out": "attn_out",
+    "mlp_in": "mlp_in",
+    "mlp_out": "mlp_out",
+}
 
 
 @torch.no_grad()

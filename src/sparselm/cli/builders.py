@@ -1,0 +1,150 @@
+"""Turn a composed config into the objects the library takes. ``cfg`` goes no further."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sparselm.cli.common import typed
+from sparselm.errors import ConfigError
+from sparselm.flops import CONVENTIONS, ModelShape, train_flops_per_token
+from sparselm.hooks import TrainHook
+from sparselm.model import GPT, GPTConfig
+from sparselm.optim import OptimConfig
+from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
+from sparselm.tracking import Tracker, TrackerConfig, build_tracker
+from sparselm.train import TrainConfig
+
+SPARSITY_KINDS = ("none", "static")
+MODEL_KEYS = ("vocab_size", "n_layer", "n_head", "d_model", "d_ff", "block_size", "bias", "dropout")
+
+
+def model_config(cfg: DictConfig, vocab_size: int) -> GPTConfig:
+    """The model's shape; the vocabulary must hold every id the tokenizer can emit."""
+    node = {k: cfg.model[k] for k in MODEL_KEYS if k in cfg.model}
+    if node["vocab_size"] < vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={node['vocab_size']} is smaller than the "
+            f"tokenizer's vocabulary ({vocab_size})"
+        )
+    try:
+        return typed(GPTConfig, OmegaConf.create(node), "model")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_model(cfg: GPTConfig, seed: int, device: torch.device) -> GPT:
+    torch.manual_seed(seed)  # the model's init is a function of the config's seed alone
+    return GPT(cfg).to(device)
+
+
+def train_config(cfg: DictConfig, **extra: Any) -> TrainConfig:
+    node = {
+        k: v
+        for k, v in cfg.train.items()
+        if k not in ("micro_batch_size", "seq_len", "epochs", "max_steps")
+    }
+    node.update(extra)
+    tc = typed(TrainConfig, OmegaConf.create(node), "train")
+    for key in ("steps", "grad_accum", "eval_batches"):
+        if getattr(tc, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(tc, key)} must be >= 1")
+    if tc.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"train.precision={tc.precision!r} is unknown; allowed: auto, bf16, fp32")
+    return tc
+
+
+def optim_config(cfg: DictConfig) -> OptimConfig:
+    oc = typed(OptimConfig, cfg.optim, "optim")
+    if oc.lr <= 0 or oc.min_lr < 0 or oc.min_lr > oc.lr:
+        raise ConfigError(f"optim.lr={oc.lr}, optim.min_lr={oc.min_lr}: need 0 <= min_lr <= lr")
+    if oc.weight_decay < 0 or oc.grad_clip <= 0 or oc.warmup_steps < 0:
+        raise ConfigError(
+            "optim.weight_decay and optim.warmup_steps must be >= 0 and optim.grad_clip > 0"
+        )
+    return oc
+
+
+def sparsity_hooks(cfg: DictConfig, model: GPT) -> list[TrainHook]:
+    kind = cfg.sparsity.kind
+    if kind not in SPARSITY_KINDS:
+        raise ConfigError(f"sparsity.kind={kind!r} is unknown; allowed: {SPARSITY_KINDS}")
+    if kind == "none":
+        level = float(cfg.sparsity.get("level", 0.0))
+        if level != 0.0:
+            raise ConfigError(
+                f"sparsity.level={level} needs sparsity=static (sparsity=dense "
+                "is the dense control)"
+            )
+        return []
+    return [StaticSparsity.from_config(model.block_linears(), _static_config(cfg))]
+
+
+def _static_config(cfg: DictConfig) -> StaticSparsityConfig:
+    node = OmegaConf.create({k: v for k, v in cfg.sparsity.items() if k != "kind"})
+    return typed(StaticSparsityConfig, node, "sparsity")
+
+
+def flops_function(
+    model: GPTConfig, seq_len: int, convention: str
+) -> Callable[[dict[str, Any]], float]:
+    """Per-token training FLOPs for a step, from the factors the hooks report."""
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"flops.convention={convention!r} is unknown; allowed: {CONVENTIONS}")
+    shape = model_shape(model, seq_len)
+
+    def per_token(factors: dict[str, Any]) -> float:
+        return train_flops_per_token(shape, convention=convention, **factors)["total"]
+
+    return per_token
+
+
+def model_shape(model: GPTConfig, seq_len: int) -> ModelShape:
+    return ModelShape(
+        n_layer=model.n_layer,
+        d_model=model.d_model,
+        n_head=model.n_head,
+        d_ff=model.d_ff,
+        seq_len=seq_len,
+        vocab_size=model.vocab_size,
+    )
+
+
+def flop_summary(
+    model: GPTConfig, seq_len: int, convention: str, hooks: list[TrainHook]
+) -> dict[str, Any]:
+    """Dense vs this run's per-token training FLOPs (at step 0) under ``convention``."""
+    factors: dict[str, Any] = {}
+    for hook in hooks:
+        factors.update(hook.flop_factors(0))
+    shape = model_shape(model, seq_len)
+    dense = train_flops_per_token(shape, convention=convention)["total"]
+    ours = train_flops_per_token(shape, convention=convention, **factors)["total"]
+    return {
+        "dense_train_flops_per_token": dense,
+        "train_flops_per_token": ours,
+        "flops_reduction": dense / ours,
+        "flops_convention": convention,
+    }
+
+
+def tracker(cfg: DictConfig, run_dir: Path, job_type: str) -> Tracker:
+    log = cfg.logger
+    return build_tracker(
+        TrackerConfig(
+            enabled=bool(log.enabled),
+            project=log.project,
+            mode=log.mode,
+            group=log.get("group"),
+            job_type=log.get("job_type") or job_type,
+            name=log.get("name") or run_dir.name,
+            run_id=log.get("run_id"),
+            dir=str(run_dir),
+            tags=tuple(log.get("tags") or ()),
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    )

@@ -1,0 +1,134 @@
+"""What every entry point shares: Hydra composition, one-line errors, output files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from sparselm.errors import ConfigError, SparselmError
+
+
+def conf_dir() -> Path:
+    """The repository's ``conf/`` (``SPARSELM_CONF_DIR`` points elsewhere)."""
+    return Path(os.environ.get("SPARSELM_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+
+
+def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, Path]:
+    """Compose ``conf/<config_name>.yaml`` with command-line overrides.
+
+    Returns the resolved job config (without the ``hydra`` node) and ``hydra.run.dir``.
+    """
+    try:
+        with initialize_config_dir(
+            config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
+        ):
+            cfg = compose(config_name, overrides=list(argv), return_hydra_config=True)
+        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        OmegaConf.resolve(cfg)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_message(e)) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return cfg, run_dir
+
+
+def _missing_message(e: MissingConfigException) -> str:
+    missing = getattr(e, "missing_cfg_file", "") or ""
+    options = getattr(e, "options", None)
+    if "/" in missing and options:
+        group, name = missing.rsplit("/", 1)
+        return f"{group}={name} is unknown; allowed: {', '.join(sorted(options))}"
+    return " ".join(str(e).split())
+
+
+def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run an entry point; a user error becomes one line on stderr and exit code 2."""
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+    except SparselmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+def typed(cls: type, node: Any, key: str, **extra: Any) -> Any:
+    """Build a frozen config dataclass from a config node, naming any bad key in one line."""
+    values = dict(OmegaConf.to_container(node, resolve=True) if node is not None else {})
+    values.update(extra)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]} is not a known key; allowed: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        values[name] = _coerce(value, hints[name], f"{key}.{name}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} must be a list")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (
+        hint in (int, float, str, bool)
+        and not isinstance(value, hint)
+        or (hint in (int, float) and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{key}={value!r} must be of type {hint.__name__}")
+    return value
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} requested but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> str:
+    """Write ``config.yaml`` beside the outputs; returns the YAML for the checkpoints."""
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    write_text_atomic(run_dir / "config.yaml", text)
+    return text

@@ -1,0 +1,123 @@
+"""Fine-tune a pretrained checkpoint on one task: ``python -m sparselm.cli.finetune``.
+
+SPDF fine-tunes densely: masks are dropped, masked weights start at exactly 0 and may learn,
+and the optimizer starts fresh. ``finetune.keep_mask=true`` is the sparse fine-tuning ablation.
+Writes the same files as pretraining into ``hydra.run.dir``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from sparselm.checkpoint import load_hook_tensors
+from sparselm.cli import builders
+from sparselm.cli.common import (
+    compose_config,
+    pick_device,
+    run_cli,
+    save_resolved_config,
+    write_json_atomic,
+)
+from sparselm.data.task_batches import TaskBatches
+from sparselm.data.tasks import load_task
+from sparselm.errors import ConfigError
+from sparselm.hooks import TrainHook
+from sparselm.loading import TOKENIZER_FILE, load_trained, tokenizer_path_of
+from sparselm.model import GPT
+from sparselm.optim import build_adamw
+from sparselm.sparsity.mask_set import MaskSet
+from sparselm.sparsity.static import StaticSparsity
+from sparselm.train import TrainRun, train
+
+
+def main(argv: Sequence[str]) -> int:
+    cfg, run_dir = compose_config("finetune", argv)
+    device = pick_device(cfg.device)
+    model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
+    data_dir = Path(cfg.paths.data_dir)
+    split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
+    batches = TaskBatches(
+        load_task(cfg.task.name, "train", data_dir, split_map),
+        load_task(cfg.task.name, "validation", data_dir, split_map),
+        tok,
+        seq_len=min(int(cfg.train.seq_len), model.config.block_size),
+        micro_batch_size=int(cfg.train.micro_batch_size),
+        seed=int(cfg.seed),
+        fraction=float(cfg.task.fraction),
+        subset_seed=int(cfg.task.subset_seed),
+        grad_accum=int(cfg.train.grad_accum),
+    )
+    steps = finetune_steps(cfg, batches.num_train_examples)
+    train_cfg = builders.train_config(cfg, steps=steps)
+    optim_cfg = builders.optim_config(cfg)
+    hooks = kept_masks(model, ckpt) if cfg.finetune.keep_mask else []
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tokenizer_path_of(ckpt), run_dir / TOKENIZER_FILE)
+    config_yaml = save_resolved_config(cfg, run_dir)
+    tracker = builders.tracker(cfg, run_dir, job_type="finetune")
+    model.train()
+    run = TrainRun(
+        model=model,
+        optimizer=build_adamw(model, optim_cfg),
+        batches=batches,
+        cfg=train_cfg,
+        optim=optim_cfg,
+        out_dir=run_dir,
+        hooks=hooks,
+        tracker=tracker,
+        flops_per_token=builders.flops_function(
+            model.config, batches.seq_len, cfg.flops.convention
+        ),
+        config_yaml=config_yaml,
+    )
+    try:
+        metrics = train(run, resume=bool(cfg.resume))
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    metrics |= {
+        "task": cfg.task.name,
+        "fraction": float(cfg.task.fraction),
+        "train_examples": batches.num_train_examples,
+        "keep_mask": cfg.finetune.keep_mask,
+        "pretrained": str(ckpt),
+    }
+    tracker.summary(metrics)
+    tracker.finish()
+    write_json_atomic(run_dir / "metrics.json", metrics)  # last: marks the job complete
+    return 0
+
+
+def finetune_steps(cfg: DictConfig, n_examples: int) -> int:
+    """``train.steps`` if set, else epochs over the (fractional) train set, capped."""
+    if cfg.train.steps is not None:
+        return int(cfg.train.steps)
+    per_step = int(cfg.train.micro_batch_size) * int(cfg.train.grad_accum)
+    steps = max(1, math.ceil(float(cfg.train.epochs) * n_examples / per_step))
+    if cfg.train.max_steps is not None:
+        steps = min(steps, int(cfg.train.max_steps))
+    return steps
+
+
+def kept_masks(model: GPT, ckpt: Path) -> list[TrainHook]:
+    """Re-enforce the pretraining masks (the sparse fine-tuning ablation)."""
+    state = load_hook_tensors(ckpt, StaticSparsity.name)
+    if not state:
+        raise ConfigError(
+            f"finetune.keep_mask=true but {ckpt} holds no sparsity masks "
+            "(was it pretrained with sparsity=static?)"
+        )
+    params = dict(model.named_parameters())
+    masks = {k.removeprefix("mask."): v.bool() for k, v in state.items()}
+    targets = [t for t in model.block_linears() if t.name in masks]
+    return [StaticSparsity(targets, MaskSet({n: params[n] for n in masks}, masks))]
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,85 @@
+"""Pretrain a GPT (dense or sparse): ``python -m sparselm.cli.pretrain [overrides]``.
+
+Writes into ``hydra.run.dir``: ``checkpoints/``, ``train_log.jsonl``, ``metrics.json``,
+``config.yaml`` (resolved) and ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparselm.cli import builders
+from sparselm.cli.common import (
+    compose_config,
+    pick_device,
+    run_cli,
+    save_resolved_config,
+    write_json_atomic,
+)
+from sparselm.cli.prepare import ensure_shards, ensure_tokenizer
+from sparselm.data.batches import TokenBatches
+from sparselm.data.shards import open_split, read_manifest
+from sparselm.loading import TOKENIZER_FILE
+from sparselm.optim import build_adamw
+from sparselm.tokenizer import save_tokenizer
+from sparselm.train import TrainRun, train
+
+
+def main(argv: Sequence[str]) -> int:
+    cfg, run_dir = compose_config("pretrain", argv)
+    device = pick_device(cfg.device)
+    train_cfg = builders.train_config(cfg)
+    optim_cfg = builders.optim_config(cfg)
+    tok, tok_path = ensure_tokenizer(cfg)
+    model_cfg = builders.model_config(cfg, tok.get_vocab_size())
+    seq_len = int(cfg.train.seq_len)
+    shards = ensure_shards(cfg, tok)
+    batches = TokenBatches(
+        open_split(shards, cfg.data.train_split),
+        open_split(shards, cfg.data.val_split),
+        seq_len,
+        int(cfg.train.micro_batch_size),
+        int(cfg.seed),
+    )
+
+    model = builders.build_model(model_cfg, int(cfg.seed), device)
+    hooks = builders.sparsity_hooks(cfg, model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if tok_path is not None:
+        shutil.copyfile(tok_path, run_dir / TOKENIZER_FILE)
+    else:
+        save_tokenizer(tok, run_dir / TOKENIZER_FILE)
+    config_yaml = save_resolved_config(cfg, run_dir)
+    tracker = builders.tracker(cfg, run_dir, job_type="pretrain")
+    run = TrainRun(
+        model=model,
+        optimizer=build_adamw(model, optim_cfg),
+        batches=batches,
+        cfg=train_cfg,
+        optim=optim_cfg,
+        out_dir=run_dir,
+        hooks=hooks,
+        tracker=tracker,
+        flops_per_token=builders.flops_function(model_cfg, seq_len, cfg.flops.convention),
+        config_yaml=config_yaml,
+    )
+    try:
+        metrics = train(run, resume=bool(cfg.resume))
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    metrics |= builders.flop_summary(model_cfg, seq_len, cfg.flops.convention, hooks)
+    metrics |= {
+        "data": read_manifest(shards)["source"],
+        "sparsity": float(cfg.sparsity.get("level", 0.0)),
+    }
+    tracker.summary(metrics)
+    tracker.finish()
+    write_json_atomic(Path(run_dir) / "metrics.json", metrics)  # last: marks the job complete
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
