@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export SPARSELM_DATA_DIR ?= $(abspath ../shared/data)
+# raw datasets: a local offline copy when there is one, else data/ (filled by the pipeline)
+export SPARSELM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
+SCALE ?= tiny
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
@@ -21,6 +23,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The main job: the SPDF study at the default scale (tables, figures, reports/spdf.md).
+reproduce: $(STAMP)
+	$(VENV)/bin/snakemake --cores all --profile pipelines/profiles/local reproduce_spdf \
+		--config scale=$(SCALE) data_dir=$(SPARSELM_DATA_DIR)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -37,8 +37,6 @@ def ensure_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, Path | None]:
     path = tokenizer_file(cfg)
     if path.is_file():
         return load_tokenizer(path), path
-    if cfg.tokenizer.get("path"):
-        raise ConfigError(f"tokenizer.path={path} does not exist")
     docs = iter_documents(cfg.data.source, cfg.data.train_split, Path(cfg.paths.data_dir))
     tok = train_bpe(
         _capped(docs, int(cfg.tokenizer.max_train_chars)),
@@ -85,19 +83,18 @@ def ensure_shards(cfg: DictConfig, tok: Tokenizer) -> Path:
 
 
 def main(argv: Sequence[str]) -> int:
-    cfg, run_dir = compose_config("pretrain", argv)
+    cfg, run_dir = compose_config("prepare", argv)
+    if cfg.what not in ("tokenizer", "shards", "all"):
+        raise ConfigError(f"what={cfg.what!r} is unknown; allowed: tokenizer, shards, all")
     tok, tok_path = ensure_tokenizer(cfg)
-    out = ensure_shards(cfg, tok)
-    write_json_atomic(
-        run_dir / "prepared.json",
-        {
-            "tokenizer": str(tok_path) if tok_path else cfg.tokenizer.name,
-            "tokenizer_hash": tokenizer_hash(tok),
-            "shards_dir": str(out),
-            "vocab_size": tok.get_vocab_size(),
-            "splits": [cfg.data.train_split, cfg.data.val_split],
-        },
-    )
+    summary = {
+        "tokenizer": str(tok_path) if tok_path else cfg.tokenizer.name,
+        "tokenizer_hash": tokenizer_hash(tok),
+        "vocab_size": tok.get_vocab_size(),
+    }
+    if cfg.what != "tokenizer":
+        summary["shards_dir"] = str(ensure_shards(cfg, tok))
+    write_json_atomic(run_dir / "prepared.json", summary)
     return 0
 
 

@@ -68,18 +68,25 @@ class TaskBatches:
         self.micro_batch_size = micro_batch_size
         self.grad_accum = grad_accum
         self.seed = seed
-        self._train = self._encode(tok, [train[i] for i in keep])
-        self._val = self._encode(tok, list(val))
+        self._tok = tok
+        self._train = [train[i] for i in keep]
+        self._val = list(val)
+        self._cache: dict[tuple[str, int], tuple[list, int]] = {}
         self.num_train_examples = len(self._train)
         self._perms: dict[int, np.ndarray] = {}
 
-    def _encode(self, tok: Tokenizer, examples: list[TaskExample]) -> list[tuple[list, int]]:
-        prompts = tok.encode_batch([format_prompt(e.context) for e in examples])
-        comps = tok.encode_batch([format_completion(e.completion) for e in examples])
-        return [
-            build_sequence(p.ids, c.ids + [self.eot], self.seq_len)
-            for p, c in zip(prompts, comps, strict=True)
-        ]
+    def _encode(self, split: str, indices: Sequence[int]) -> list[tuple[list, int]]:
+        """Tokenize on first use: a short run touches a few examples of a large task."""
+        examples = self._train if split == "train" else self._val
+        todo = [i for i in dict.fromkeys(indices) if (split, i) not in self._cache]
+        if todo:
+            prompts = self._tok.encode_batch([format_prompt(examples[i].context) for i in todo])
+            comps = self._tok.encode_batch(
+                [format_completion(examples[i].completion) for i in todo]
+            )
+            for i, p, c in zip(todo, prompts, comps, strict=True):
+                self._cache[(split, i)] = build_sequence(p.ids, c.ids + [self.eot], self.seq_len)
+        return [self._cache[(split, i)] for i in indices]
 
     def _collate(self, seqs: list[tuple[list, int]]) -> Batch:
         width = max(len(tokens) for tokens, _ in seqs) - 1  # pad to the longest, not seq_len
@@ -105,10 +112,8 @@ class TaskBatches:
             raise ValueError(f"need step >= 0 and 0 <= micro < {self.grad_accum}: {step}, {micro}")
         n, b = self.num_train_examples, self.micro_batch_size
         first = (step * self.grad_accum + micro) * b
-        seqs = []
-        for g in range(first, first + b):
-            seqs.append(self._train[self._epoch_order(g // n)[g % n]])
-        return self._collate(seqs)
+        picks = [int(self._epoch_order(g // n)[g % n]) for g in range(first, first + b)]
+        return self._collate(self._encode("train", picks))
 
     def val_batches(self, n_batches: int) -> list[Batch]:
         """Up to `n_batches` batches of evenly spaced validation examples (seed-independent)."""
@@ -120,5 +125,6 @@ class TaskBatches:
         else:
             idx = np.floor(np.linspace(0, n - 1, num=n_batches * b)).astype(np.int64)
         return [
-            self._collate([self._val[i] for i in idx[k : k + b]]) for k in range(0, len(idx), b)
+            self._collate(self._encode("validation", [int(i) for i in idx[k : k + b]]))
+            for k in range(0, len(idx), b)
         ]

@@ -1,0 +1,30 @@
+# Entry point of the study pipeline: includes the rule files and names the targets. No logic.
+#   snakemake --cores all reproduce_spdf [--config scale=smoke data_dir=../shared/data]
+
+
+configfile: "pipelines/config/default.yaml"
+
+
+report: "pipelines/report/workflow.rst"
+
+
+include: "pipelines/common.smk"
+include: "pipelines/data.smk"
+include: "pipelines/pretrain.smk"
+include: "pipelines/finetune.smk"
+include: "pipelines/evaluate.smk"
+include: "pipelines/analysis.smk"
+
+
+rule reproduce_spdf:
+    """The SPDF study: every run of the grid, its tables, figures and report."""
+    default_target: True
+    input:
+        rules.report_spdf.output,
+
+
+rule figures:
+    """Regenerate every study's tables and figures from the results already there."""
+    input:
+        rules.tables_spdf.output,
+        rules.figures_spdf.output,

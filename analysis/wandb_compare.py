@@ -1,0 +1,124 @@
+"""The SPDF main comparison table from W&B runs (public API) instead of results/ files.
+
+Useful to compare a study while it runs elsewhere. It needs network access and a W&B login,
+so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with a one-line message.
+Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
+--group spdf --out table.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.collect import COLUMNS, eval_metrics
+from analysis.spdf_tables import main_table
+
+OFFLINE_MODES = {"offline", "disabled", "dryrun"}
+TIMEOUT_S = 30
+
+
+class WandbUnavailable(Exception):
+    """The public API can't be reached or used; the message is meant for one line."""
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config["a"]["b"]`` or ``config["a.b"]``: run configs come nested or flattened."""
+    if dotted in config:
+        return config[dotted]
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    # older runs wrap each config value as {"value": ...}
+    return node.get("value") if isinstance(node, Mapping) and "value" in node else node
+
+
+def _number(value: Any, default: float = math.nan) -> float:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else default
+    except (TypeError, ValueError):
+        return default
+
+
+def run_rows(run: Any) -> list[dict[str, Any]]:
+    """Tidy rows (collect.COLUMNS) from one W&B run's job type, config and summary."""
+    config = dict(run.config or {})
+    stage = getattr(run, "job_type", None) or _get(config, "logger.job_type")
+    task = _get(config, "task.name")
+    if str(stage).startswith("eval") and stage not in ("eval_nlg", "eval_zeroshot"):
+        # a generic "eval" job: NLG evaluations are the ones configured with a task
+        stage = "eval_nlg" if task else "eval_zeroshot"
+    summary = {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
+    if str(stage).startswith("eval"):
+        triples = list(eval_metrics(summary, task))
+    else:
+        triples = [
+            (task, k, float(v))
+            for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+    base = {
+        "stage": stage,
+        "sparsity": _number(_get(config, "sparsity.level"), 0.0),
+        "fraction": _number(_get(config, "task.fraction")) if stage != "pretrain" else math.nan,
+        "seed": int(_number(_get(config, "seed"), -1)),
+        "source": "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)]),
+    }
+    return [base | {"task": t, "metric": m, "value": v} for t, m, v in triples]
+
+
+def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.DataFrame:
+    """Every run of ``group`` as the same tidy frame ``analysis.collect`` builds from files."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if api is None and mode in OFFLINE_MODES:
+        raise WandbUnavailable(
+            f"W&B is {mode} (WANDB_MODE={mode}); the public API needs "
+            "WANDB_MODE=online and a W&B login"
+        )
+    try:
+        if api is None:
+            import wandb  # only when online: importing it is slow and may print
+
+            api = wandb.Api(timeout=TIMEOUT_S)
+        runs = list(api.runs(f"{entity}/{project}", filters={"group": group}))
+        rows = [row for run in runs for row in run_rows(run)]
+    except Exception as err:  # network, auth, bad path: all end the same way for the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise WandbUnavailable(
+            f"cannot read {entity}/{project} group {group}: {type(err).__name__}: {first}"
+        ) from None
+    if not rows:
+        raise WandbUnavailable(f"no runs in {entity}/{project} with group {group}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entity", required=True)
+    parser.add_argument("--project", default="sparselm")
+    parser.add_argument("--group", default="spdf", help="the study (W&B run group)")
+    parser.add_argument("--out", type=Path, required=True, help="CSV for the main table")
+    args = parser.parse_args(argv)
+    try:
+        frame = fetch_frame(args.entity, args.project, args.group)
+    except WandbUnavailable as err:
+        print(f"wandb_compare: {err}", file=sys.stderr)
+        return 2
+    table = main_table(frame)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print(f"wandb_compare: {frame['source'].nunique()} runs -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

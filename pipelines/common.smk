@@ -1,0 +1,86 @@
+# Shared helpers: config validation, the study grid, and wildcards -> Hydra overrides.
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+PY = sys.executable  # the interpreter running Snakemake has the package installed
+
+
+def _validate(cfg: dict) -> None:
+    """Fail before any job runs, in one line that names the offending key."""
+    schema = yaml.safe_load((Path(workflow.basedir) / "pipelines/config/schema.yaml").read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ValueError(f"bad study config: key {key}: {error.message}")
+
+
+_validate(config)
+SCALE = config["scale"]
+DATA = config["data_dir"]
+RESULTS = config["results_dir"]
+REPORTS = config["reports_dir"]
+if SCALE not in config["spdf"]["grids"]:
+    raise ValueError(f"bad study config: key spdf.grids has no grid for scale={SCALE!r}")
+SPDF = config["spdf"]["grids"][SCALE]
+
+
+def _pretrain_datasets(scale: str) -> list[str]:
+    """The local corpus this scale pretrains on (none for a Hugging Face dataset id)."""
+    from sparselm.cli.common import compose_config
+
+    cfg, _ = compose_config("pretrain", [f"scale={scale}"])
+    return [] if cfg.data.source.startswith("hf:") else [cfg.data.source]
+
+
+PRETRAIN_DATASETS = _pretrain_datasets(SCALE)
+
+# wildcard values are formatted floats ("0.75", "1.0") and integers
+wildcard_constraints:
+    sparsity=r"\d\.\d+",
+    fraction=r"\d\.\d+",
+    seed=r"\d+",
+    task=r"[a-z0-9]+",
+
+
+def fmt(x) -> str:
+    return str(float(x))
+
+
+def slug(*parts) -> str:
+    """A W&B run id: stable for the same wildcards, so a rerun resumes the same run."""
+    return "-".join(str(p).replace(".", "p") for p in parts)
+
+
+def job_overrides(stage: str, run_id: str, out_dir: str, study: str) -> str:
+    """Overrides every entry point takes: data, device, W&B identity, output folder."""
+    return (f"device={config['device']} paths.data_dir={DATA} "
+            f"logger.mode={config['wandb_mode']} logger.group={study} logger.job_type={stage} "
+            f"logger.name={run_id} logger.run_id={slug(study, SCALE, run_id)} "
+            f"hydra.run.dir={out_dir}")
+
+
+def common_overrides(stage: str, run_id: str, out_dir: str, study: str) -> str:
+    """Training jobs also take the scale, which sizes them."""
+    return f"scale={SCALE} " + job_overrides(stage, run_id, out_dir, study)
+
+
+def sparsity_overrides(sparsity) -> str:
+    """Sparsity 0 is the dense control: no masks at all, the same loop."""
+    if float(sparsity) == 0.0:
+        return "sparsity=dense"
+    return f"sparsity=static sparsity.level={sparsity}"
+
+
+def pretrain_dir(study: str, sparsity, seed) -> str:
+    return f"{RESULTS}/{study}/pretrain/s{sparsity}_seed{seed}"
+
+
+def finetune_dir(study: str, task, sparsity, fraction, seed) -> str:
+    return f"{RESULTS}/{study}/finetune/{task}/s{sparsity}_f{fraction}_seed{seed}"
+
+
+def limit_override(limit) -> str:
+    return "limit=null" if limit is None else f"limit={limit}"

@@ -1,0 +1,54 @@
+# Data: fetch missing raw files (pinned + checksummed), train the tokenizer, tokenize the corpus.
+from sparselm.data.download import DATASETS, sentinel
+
+
+for _name in DATASETS:  # one rule per dataset, each producing its representative file
+
+    rule:
+        """Runs only when the dataset's files are absent from the data directory."""
+        name:
+            f"download_{_name}"
+        output:
+            f"{DATA}/{sentinel(_name)}",
+        log:
+            f"{RESULTS}/logs/download/{_name}.log",
+        params:
+            dataset=_name,
+        shell:
+            "{PY} -m sparselm.data.download {params.dataset} --data-dir {DATA} > {log} 2>&1"
+
+
+def dataset_files(*names: str) -> list[str]:
+    """A representative file per dataset: present files mean no download is attempted."""
+    return [f"{DATA}/{sentinel(n)}" for n in names]
+
+
+rule train_tokenizer:
+    input:
+        ancient(dataset_files(*PRETRAIN_DATASETS)),
+    output:
+        f"{RESULTS}/{{study}}/prepare/tokenizer.json",
+    log:
+        f"{RESULTS}/{{study}}/logs/train_tokenizer.log",
+    params:
+        overrides=lambda wc, output: (
+            f"scale={SCALE} paths.data_dir={DATA} what=tokenizer tokenizer.path={output[0]} "
+            f"hydra.run.dir={Path(output[0]).parent}"),
+    shell:
+        "{PY} -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"
+
+
+rule tokenize_corpus:
+    input:
+        tokenizer=rules.train_tokenizer.output[0],
+    output:
+        f"{RESULTS}/{{study}}/prepare/shards/manifest.json",
+    log:
+        f"{RESULTS}/{{study}}/logs/tokenize_corpus.log",
+    params:
+        overrides=lambda wc, input, output: (
+            f"scale={SCALE} paths.data_dir={DATA} what=shards tokenizer.path={input.tokenizer} "
+            f"data.shards_dir={Path(output[0]).parent} "
+            f"hydra.run.dir={Path(output[0]).parent.parent}"),
+    shell:
+        "{PY} -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"

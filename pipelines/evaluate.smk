@@ -1,0 +1,43 @@
+# Scoring with lm-evaluation-harness: zero-shot on pretrained, NLG generation on fine-tuned.
+
+
+rule eval_zeroshot:
+    input:
+        f"{RESULTS}/{{study}}/pretrain/s{{sparsity}}_seed{{seed}}/metrics.json",
+    output:
+        f"{RESULTS}/{{study}}/eval_zeroshot/s{{sparsity}}_seed{{seed}}/metrics.json",
+    log:
+        f"{RESULTS}/{{study}}/logs/eval_zeroshot/s{{sparsity}}_seed{{seed}}.log",
+    params:
+        overrides=lambda wc, input, output: " ".join([
+            job_overrides("evaluate", f"eval-zeroshot-s{wc.sparsity}-seed{wc.seed}",
+                          str(Path(output[0]).parent), wc.study),
+            f"checkpoint={Path(input[0]).parent} seed={wc.seed}",
+            f"'tasks=[{','.join(SPDF['zeroshot_tasks'])}]'",
+            limit_override(SPDF["zeroshot_limit"]),
+        ]),
+    shell:
+        "{PY} -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"
+
+
+NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
+
+
+rule eval_nlg:
+    input:
+        f"{RESULTS}/{{study}}/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
+    output:
+        f"{RESULTS}/{{study}}/eval_nlg/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
+    log:
+        f"{RESULTS}/{{study}}/logs/eval_nlg/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.log",
+    params:
+        overrides=lambda wc, input, output: " ".join([
+            job_overrides("evaluate",
+                          f"eval-nlg-{wc.task}-s{wc.sparsity}-f{wc.fraction}-seed{wc.seed}",
+                          str(Path(output[0]).parent), wc.study),
+            f"checkpoint={Path(input[0]).parent} seed={wc.seed}",
+            f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SPDF['nlg_limit'])}",
+            f"+generation.num_beams={SPDF['num_beams']}",
+        ]),
+    shell:
+        "{PY} -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"

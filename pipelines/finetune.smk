@@ -1,0 +1,20 @@
+# Fine-tuning: dense, from each pretrained checkpoint, per task x dataset fraction.
+
+
+rule finetune:
+    input:
+        pretrained=f"{RESULTS}/{{study}}/pretrain/s{{sparsity}}_seed{{seed}}/metrics.json",
+    output:
+        f"{RESULTS}/{{study}}/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
+    log:
+        f"{RESULTS}/{{study}}/logs/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.log",
+    params:
+        overrides=lambda wc, input, output: " ".join([
+            common_overrides("finetune",
+                             f"finetune-{wc.task}-s{wc.sparsity}-f{wc.fraction}-seed{wc.seed}",
+                             str(Path(output[0]).parent), wc.study),
+            f"pretrained={Path(input.pretrained).parent} task={wc.task}",
+            f"task.fraction={wc.fraction} seed={wc.seed}",
+        ]),
+    shell:
+        "{PY} -m sparselm.cli.finetune {params.overrides} > {log} 2>&1"

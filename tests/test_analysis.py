@@ -1,0 +1,315 @@
+"""The analysis layer on a fake but complete SPDF results tree (no checkpoints, no GPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis import collect as collect_mod
+from analysis import spdf_figures, spdf_report, spdf_tables, wandb_compare
+from analysis.stats import format_mean_ci, mean_ci
+
+SPARSITIES = (0.0, 0.5, 0.75)
+SEEDS = (1, 2)
+TASKS = {
+    "e2e": ("sparselm_e2e_nlg", 60.0, 4200),
+    "webnlg": ("sparselm_webnlg", 50.0, 1800),
+    "dart": ("sparselm_dart", 40.0, 6200),
+}
+FRACTIONS = (0.1, 1.0)
+REDUCTION = {0.0: 1.0, 0.5: 1.3, 0.75: 1.5}
+DENSE_PER_TOKEN = 6.0e6
+TOKENS = 1_000_000
+
+
+def fake_bleu(task: str, sparsity: float, fraction: float, seed: int) -> float:
+    """Drops grow with sparsity, train-set size and fraction, so every claim holds."""
+    _, base, size = TASKS[task]
+    return base - sparsity * size / 2000 * (0.5 + fraction) + (0.3 if seed == 1 else -0.2)
+
+
+def _write(path: Path, data: dict | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def _train_metrics(per_token: float, val_loss: float) -> dict:
+    return {
+        "steps": 100,
+        "tokens": TOKENS,
+        "flops_total": per_token * TOKENS,
+        "final_train_loss": val_loss - 0.1,
+        "final_val_loss": val_loss,
+        "final_val_ppl": math.exp(val_loss),
+        "wall_time_s": 10.0,
+        "tokens_per_s": 1e5,
+    }
+
+
+def _pretrain_run(root: Path, s: float, seed: int) -> None:
+    run = root / "pretrain" / f"s{s}_seed{seed}"
+    per_token = DENSE_PER_TOKEN / REDUCTION[s]
+    _write(
+        run / "metrics.json",
+        _train_metrics(per_token, 3.0 + s + seed / 100)
+        | {
+            "dense_train_flops_per_token": DENSE_PER_TOKEN,
+            "train_flops_per_token": per_token,
+            "flops_reduction": REDUCTION[s],
+            "flops_convention": "megatron_full_attn",
+            "data": "pg_books",
+            "sparsity": s,
+        },
+    )
+    log = [
+        {
+            "step": k,
+            "tokens": k * 10_000,
+            "flops_cum": k * 10_000 * per_token,
+            "lr": 1e-3,
+            "train_loss": 5 - k / 50,
+            "grad_norm": 1.0,
+            "sparsity_global": s,
+            "sparsity_by_kind": {"q": s},
+            "tokens_per_s": 1e5,
+        }
+        | ({"val_loss": 5 + s - k / 40} if k % 50 == 0 else {})
+        for k in range(0, 101, 10)
+    ]
+    _write(run / "train_log.jsonl", "\n".join(json.dumps(r) for r in log) + "\n")
+    _write(
+        run / "config.yaml",
+        "model:\n  name: tiny\n  block_size: 256\n"
+        "train:\n  seq_len: 256\nflops:\n  convention: megatron_full_attn\n",
+    )
+    zeroshot = {
+        "sparselm_arc_easy/acc,none": 0.4 - s / 10 + seed / 1000,
+        "sparselm_arc_easy/acc_stderr,none": 0.01,
+        "sparselm_hellaswag/acc,none": 0.3,
+        "sparselm_hellaswag/acc_norm,none": 0.31 - s / 20,
+        "sparselm_wikitext/word_perplexity,none": 100 + 50 * s,
+        "sparselm_wikitext/alias": "wikitext",
+    }
+    _write(root / "eval_zeroshot" / f"s{s}_seed{seed}" / "metrics.json", zeroshot)
+
+
+def _finetune_run(root: Path, task: str, s: float, f: float, seed: int) -> None:
+    lm_task, _, size = TASKS[task]
+    name = f"s{s}_f{f}_seed{seed}"
+    _write(
+        root / "finetune" / task / name / "metrics.json",
+        _train_metrics(1e6, 1.0 + size / 1e4)
+        | {
+            "task": task,
+            "fraction": f,
+            "train_examples": int(size * f),
+            "keep_mask": False,
+            "pretrained": "x",
+        },
+    )
+    bleu = fake_bleu(task, s, f, seed)
+    _write(
+        root / "eval_nlg" / task / name / "metrics.json",
+        {
+            f"{lm_task}/bleu": bleu,
+            f"{lm_task}/bleu_stderr": 0.5,
+            f"{lm_task}/rougeL": bleu + 5,
+            f"{lm_task}/chrf": bleu + 10,
+            f"{lm_task}/ter": 100 - bleu,
+        },
+    )
+
+
+def make_results(root: Path) -> Path:
+    for s in SPARSITIES:
+        for seed in SEEDS:
+            _pretrain_run(root, s, seed)
+            for task in TASKS:
+                for f in FRACTIONS:
+                    _finetune_run(root, task, s, f, seed)
+    return root
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return make_results(tmp_path / "results" / "spdf")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A results tree with tables, figures and reports/spdf.md, made through the CLIs."""
+    root = tmp_path_factory.mktemp("study")
+    results = make_results(root / "results" / "spdf")
+    assert collect_mod.main(["--results", str(results)]) == 0
+    assert spdf_tables.main(["--results", str(results)]) == 0
+    assert spdf_figures.main(["--results", str(results)]) == 0
+    out = root / "reports" / "spdf.md"
+    assert spdf_report.main(["--results", str(results), "--out", str(out)]) == 0
+    return results
+
+
+def test_collect_rows_and_wildcards(results: Path) -> None:
+    frame = collect_mod.collect(results)
+    counts = frame.groupby("stage").size().to_dict()
+    # 12 numeric pretrain keys x 6 runs; 10 numeric finetune keys x 36 runs (keep_mask is a
+    # bool, task/pretrained are strings); 5 NLG metrics x 36; 5 zero-shot numbers x 6 (alias: str)
+    assert counts == {"pretrain": 72, "finetune": 360, "eval_nlg": 180, "eval_zeroshot": 30}
+    assert list(frame.columns) == collect_mod.COLUMNS
+    assert set(frame["sparsity"]) == set(SPARSITIES) and set(frame["seed"]) == set(SEEDS)
+    ft = frame[frame["stage"] == "finetune"]
+    assert set(ft["task"]) == set(TASKS) and set(ft["fraction"]) == set(FRACTIONS)
+    assert frame.loc[frame["stage"] == "pretrain", "fraction"].isna().all()
+    zs = frame[frame["stage"] == "eval_zeroshot"]
+    assert set(zs["task"]) == {"arc_easy", "hellaswag", "wikitext"}
+    assert {"acc", "acc_norm", "acc_stderr", "word_perplexity"} <= set(zs["metric"])
+    nlg = frame[(frame["stage"] == "eval_nlg") & (frame["metric"] == "bleu")]
+    row = nlg[
+        (nlg["task"] == "dart")
+        & (nlg["sparsity"] == 0.75)
+        & (nlg["fraction"] == 0.1)
+        & (nlg["seed"] == 2)
+    ]
+    assert row["value"].item() == pytest.approx(fake_bleu("dart", 0.75, 0.1, 2))
+    assert row["source"].item().endswith("eval_nlg/dart/s0.75_f0.1_seed2/metrics.json")
+
+
+def test_wildcards_come_from_folder_names() -> None:
+    assert collect_mod.parse_run_dir("s0.75_f0.1_seed3", True) == {
+        "sparsity": 0.75,
+        "fraction": 0.1,
+        "seed": 3,
+    }
+    assert collect_mod.parse_run_dir("s0.5_seed1", False)["fraction"] != 0.5
+    assert collect_mod.parse_run_dir("notes", False) is None
+    assert collect_mod.short_task("sparselm_e2e_nlg") == "e2e"
+
+
+def test_pretrain_curves(results: Path) -> None:
+    curves = collect_mod.load_pretrain_curves(results)
+    assert list(curves.columns) == collect_mod.CURVE_COLUMNS
+    assert len(curves) == 6 * 11 and curves["val_loss"].notna().sum() == 6 * 3
+
+
+def test_mean_ci_is_student_t() -> None:
+    mean, ci, n = mean_ci([1.0, 2.0, 4.0])
+    assert (mean, n) == (pytest.approx(7 / 3), 3)
+    assert ci == pytest.approx(stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / np.sqrt(3))
+    one = mean_ci([5.0])
+    assert one[0] == 5.0 and math.isnan(one[1]) and format_mean_ci(*one) == "5.00 (n=1)"
+
+
+def test_main_table_matches_hand_computation(built: Path) -> None:
+    results = built
+    table = pd.read_csv(results / "tables" / "spdf_table_main.csv").set_index("sparsity")
+    for task in TASKS:
+        for s in SPARSITIES:
+            values = [fake_bleu(task, s, 1.0, seed) for seed in SEEDS]
+            half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(2)
+            assert table.at[s, f"{task}_bleu_mean"] == pytest.approx(np.mean(values))
+            assert table.at[s, f"{task}_bleu_ci95"] == pytest.approx(half)
+    assert table.at[0.75, "pretrain_flops_total"] == pytest.approx(DENSE_PER_TOKEN / 1.5 * TOKENS)
+    assert table.at[0.5, "flops_reduction"] == pytest.approx(1.3)
+    md = (results / "tables" / "spdf_table_main.md").read_text()
+    dense_e2e = [fake_bleu("e2e", 0.0, 1.0, seed) for seed in SEEDS]
+    half = stats.t.ppf(0.975, 1) * np.std(dense_e2e, ddof=1) / np.sqrt(2)
+    assert f"{np.mean(dense_e2e):.2f} ± {half:.2f}" in md
+    drop = pd.read_csv(results / "tables" / "spdf_table_rel_drop.csv")
+    row = drop[(drop["task"] == "dart") & (drop["sparsity"] == 0.75) & (drop["fraction"] == 1.0)]
+    dense = np.mean([fake_bleu("dart", 0.0, 1.0, seed) for seed in SEEDS])
+    sparse = np.mean([fake_bleu("dart", 0.75, 1.0, seed) for seed in SEEDS])
+    assert row["rel_drop_pct"].item() == pytest.approx(100 * (dense - sparse) / dense)
+    zs = (results / "tables" / "spdf_table_zeroshot.md").read_text()
+    assert "hellaswag acc_norm" in zs and "arc_easy acc" in zs and "word_perplexity" in zs
+
+
+def test_figures_written(built: Path) -> None:
+    results = built
+    for stem in spdf_report.FIGURES:
+        for ext in ("png", "pdf", "csv"):
+            path = results / "figures" / f"{stem}.{ext}"
+            assert path.is_file() and path.stat().st_size > 0, path
+    size = pd.read_csv(results / "figures" / "spdf_fig_rel_degradation.csv")
+    assert set(size["train_examples"]) == {s for _, _, s in TASKS.values()}
+
+
+def test_report_has_verdicts_and_tables(built: Path) -> None:
+    results = built
+    assert (results / "tables" / "runs.csv").is_file()  # collect's default output
+    text = (results.parents[1] / "reports" / "spdf.md").read_text()
+    expected = {"a": "HELD", "b": "DID NOT HOLD", "c": "HELD", "d": "HELD"}
+    for key, verdict in expected.items():
+        section = text.split(f"### ({key}) ")[1]
+        assert section.split("\n\n")[1].startswith(f"**Verdict: {verdict}.**"), key
+    for stem in spdf_report.TABLES:
+        assert (results / "tables" / f"{stem}.md").read_text().strip() in text
+    assert "../results/spdf/figures/spdf_fig_drop_heatmap.png" in text
+    assert "84 metrics.json files" in text and "Seeds: 1, 2" in text and "`tiny`" in text
+
+
+def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
+    assert spdf_report.main(["--results", str(results), "--out", str(tmp_path / "r.md")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_wandb_compare_offline_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = tmp_path / "t.csv"
+    assert wandb_compare.main(["--entity", "nobody", "--group", "spdf", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("wandb_compare: W&B is offline")
+    assert not out.exists()
+
+
+def test_wandb_compare_api_errors_are_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
+    class Broken:
+        def runs(self, path, filters):
+            raise ConnectionError("no route to host\nmore detail")
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(wandb_compare.WandbUnavailable, match="ConnectionError: no route to host$"):
+        wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Broken())
+
+
+def test_wandb_compare_builds_main_table_from_runs() -> None:
+    class Run:
+        def __init__(self, job_type, config, summary):
+            self.job_type, self.config, self.summary_metrics = job_type, config, summary
+            self.path, self.id = ["e", "sparselm", str(id(self))], "x"
+
+    class Api:
+        def runs(self, path, filters):
+            assert filters == {"group": "spdf"}
+            return [
+                Run(
+                    "pretrain",
+                    {"sparsity": {"level": s}, "seed": 1},
+                    {
+                        "flops_total": 10 / (1 + s),
+                        "flops_reduction": 1 + s,
+                        "train_flops_per_token": 1.0,
+                        "final_val_loss": 3.0,
+                        "_step": 5,
+                    },
+                )
+                for s in (0.0, 0.75)
+            ] + [
+                Run(
+                    "eval_nlg",
+                    {"sparsity.level": 0.75, "seed": 1, "task": {"name": "e2e", "fraction": 1.0}},
+                    {"sparselm_e2e_nlg/bleu": 55.0},
+                )
+            ]
+
+    table = main_table_from(wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Api()))
+    assert table.at[0.75, "e2e_bleu_mean"] == 55.0 and table.at[0.75, "flops_reduction"] == 1.75
+
+
+def main_table_from(frame: pd.DataFrame) -> pd.DataFrame:
+    return spdf_tables.main_table(frame).set_index("sparsity")
