@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # raw datasets: a local offline copy when there is one, else data/ (filled by the pipeline)
 export SPARSELM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 SCALE ?= tiny
+# rule shell commands call `python`: the one in .venv
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.spdf_tables import FULL, sparsity_label, task_name
+from analysis.spdf_tables import FULL, MIN_DENSE_BLEU, sparsity_label, task_name
 
 HELD, FAILED, UNTESTABLE = "HELD", "DID NOT HOLD", "NOT TESTABLE"
 PAPER_REDUCTION = 2.5  # GPT-3 XL, T=2048, 75 % sparsity [abstract]; §6 gives 2.49
@@ -87,9 +87,20 @@ def claim_bleu_within_one(drop: pd.DataFrame) -> Claim:
         f"|ΔBLEU| of the {PAPER_SPARSITY:.0%} model vs dense is ≤ {BLEU_TOLERANCE:g} "
         "BLEU on each task (fine-tuning fraction 1.0)"
     )
-    rows = _at(drop, FULL, PAPER_SPARSITY)
+    rows = drop[(drop["fraction"] == FULL) & (drop["sparsity"] == PAPER_SPARSITY)]
+    rows = rows[rows["delta_bleu"].notna()]
     if rows.empty:
         return Claim("b", statement, UNTESTABLE, "no 75 % and dense BLEU at fraction 1.0.")
+    weak = rows[rows["dense_bleu"] < MIN_DENSE_BLEU]
+    if not weak.empty:
+        names = ", ".join(f"{task_name(r.task)} {r.dense_bleu:.2f}" for r in weak.itertuples())
+        return Claim(
+            "b",
+            statement,
+            UNTESTABLE,
+            f"dense BLEU below {MIN_DENSE_BLEU:g} ({names}): at this scale the dense "
+            "model does not yet produce scoreable text, so a small ΔBLEU means nothing.",
+        )
     parts = [f"{task_name(r.task)} {r.delta_bleu:+.2f}" for r in rows.itertuples()]
     held = bool((rows["delta_bleu"].abs() <= BLEU_TOLERANCE).all())
     return Claim("b", statement, HELD if held else FAILED, "ΔBLEU: " + ", ".join(parts) + ".")

@@ -102,6 +102,9 @@ def _formatted(table: pd.DataFrame, prefix: str, digits: int = 2) -> list[str]:
     return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
 
 
+MIN_DENSE_BLEU = 1.0  # below this the dense model produces no scoreable text
+
+
 def zeroshot_main_metric(metrics: Iterable[str]) -> str | None:
     """acc_norm where the task has it, else acc, else word_perplexity (wikitext)."""
     found = set(metrics)
@@ -148,8 +151,10 @@ def rel_drop_table(frame: pd.DataFrame) -> pd.DataFrame:
     sparse["dense_bleu"] = pd.Series(base, index=sparse.index, dtype=float)
     sparse = sparse.rename(columns={"mean": "bleu", "ci95": "bleu_ci95"})
     sparse["delta_bleu"] = sparse["bleu"] - sparse["dense_bleu"]
-    sparse["rel_drop_pct"] = -100.0 * sparse["delta_bleu"] / sparse["dense_bleu"]
-    sparse["rel_drop_ci95"] = 100.0 * sparse["bleu_ci95"] / sparse["dense_bleu"]
+    # a relative drop against a dense BLEU near 0 is noise (or ±inf), so it stays undefined
+    base_ok = sparse["dense_bleu"].where(sparse["dense_bleu"] >= MIN_DENSE_BLEU)
+    sparse["rel_drop_pct"] = -100.0 * sparse["delta_bleu"] / base_ok
+    sparse["rel_drop_ci95"] = 100.0 * sparse["bleu_ci95"] / base_ok
     order = {t: i for i, t in enumerate(ordered_tasks(sparse["task"]))}
     sparse = sparse.sort_values(["task", "fraction", "sparsity"], key=_by(order))
     cols = [

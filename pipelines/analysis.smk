@@ -5,22 +5,6 @@ SPDF_FIGURES = ["spdf_fig_flops_vs_metric", "spdf_fig_rel_degradation",
                 "spdf_fig_pretrain_curves", "spdf_fig_drop_heatmap"]
 
 
-def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
-    """Every metrics.json the SPDF grid of this scale makes."""
-    g = SPDF
-    pre = expand(f"{RESULTS}/{study}/pretrain/s{{s}}_seed{{seed}}/metrics.json",
-                 s=map(fmt, g["sparsities"]), seed=g["seeds"])
-    zero = expand(f"{RESULTS}/{study}/eval_zeroshot/s{{s}}_seed{{seed}}/metrics.json",
-                  s=map(fmt, g["sparsities"]), seed=g["seeds"])
-    grid = dict(task=g["tasks"], s=list(map(fmt, g["sparsities"])),
-                f=list(map(fmt, g["fractions"])), seed=g["seeds"])
-    ft = expand(f"{RESULTS}/{study}/finetune/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
-                **grid)
-    nlg = expand(f"{RESULTS}/{study}/eval_nlg/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
-                 **grid)
-    return {"pretrain": pre, "eval_zeroshot": zero, "finetune": ft, "eval_nlg": nlg}
-
-
 rule collect_spdf:
     input:
         **spdf_runs(),
@@ -28,8 +12,12 @@ rule collect_spdf:
         f"{RESULTS}/spdf/tables/runs.csv",
     log:
         f"{RESULTS}/spdf/logs/collect.log",
+    params:
+        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m analysis.collect --results {RESULTS}/spdf --out {output} > {log} 2>&1"
+        "python -m analysis.collect --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule tables_spdf:
@@ -39,8 +27,12 @@ rule tables_spdf:
         expand(f"{RESULTS}/spdf/tables/{{name}}.{{ext}}", name=SPDF_TABLES, ext=["csv", "md"]),
     log:
         f"{RESULTS}/spdf/logs/tables.log",
+    params:
+        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m analysis.spdf_tables --results {RESULTS}/spdf > {log} 2>&1"
+        "python -m analysis.spdf_tables --results {params.results} > {log} 2>&1"
 
 
 rule figures_spdf:
@@ -52,8 +44,12 @@ rule figures_spdf:
         expand(f"{RESULTS}/spdf/figures/{{name}}.{{ext}}", name=SPDF_FIGURES, ext=["pdf", "csv"]),
     log:
         f"{RESULTS}/spdf/logs/figures.log",
+    params:
+        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m analysis.spdf_figures --results {RESULTS}/spdf > {log} 2>&1"
+        "python -m analysis.spdf_figures --results {params.results} > {log} 2>&1"
 
 
 rule report_spdf:
@@ -64,5 +60,9 @@ rule report_spdf:
         report(f"{REPORTS}/spdf.md", category="SPDF", caption="report/study.rst"),
     log:
         f"{RESULTS}/spdf/logs/report.log",
+    params:
+        results=lambda wildcards, input: str(Path(input[0]).parents[1]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m analysis.spdf_report --results {RESULTS}/spdf --out {output} > {log} 2>&1"
+        "python -m analysis.spdf_report --results {params.results} --out {output} > {log} 2>&1"

@@ -1,11 +1,11 @@
 # Shared helpers: config validation, the study grid, and wildcards -> Hydra overrides.
-import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-PY = sys.executable  # the interpreter running Snakemake has the package installed
+from sparselm.data.download import DATASETS, sentinel
+
 
 
 def _validate(cfg: dict) -> None:
@@ -39,10 +39,10 @@ PRETRAIN_DATASETS = _pretrain_datasets(SCALE)
 
 # wildcard values are formatted floats ("0.75", "1.0") and integers
 wildcard_constraints:
-    sparsity=r"\d\.\d+",
-    fraction=r"\d\.\d+",
-    seed=r"\d+",
-    task=r"[a-z0-9]+",
+    sparsity=r"\d\.\d{1,6}",
+    fraction=r"\d\.\d{1,6}",
+    seed=r"\d{1,9}",
+    task=r"[a-z0-9]{1,32}",
 
 
 def fmt(x) -> str:
@@ -64,7 +64,7 @@ def job_overrides(stage: str, run_id: str, out_dir: str, study: str) -> str:
 
 def common_overrides(stage: str, run_id: str, out_dir: str, study: str) -> str:
     """Training jobs also take the scale, which sizes them."""
-    return f"scale={SCALE} " + job_overrides(stage, run_id, out_dir, study)
+    return f"scale={SCALE} {job_overrides(stage, run_id, out_dir, study)}"
 
 
 def sparsity_overrides(sparsity) -> str:
@@ -74,13 +74,35 @@ def sparsity_overrides(sparsity) -> str:
     return f"sparsity=static sparsity.level={sparsity}"
 
 
-def pretrain_dir(study: str, sparsity, seed) -> str:
-    return f"{RESULTS}/{study}/pretrain/s{sparsity}_seed{seed}"
-
-
-def finetune_dir(study: str, task, sparsity, fraction, seed) -> str:
-    return f"{RESULTS}/{study}/finetune/{task}/s{sparsity}_f{fraction}_seed{seed}"
-
-
 def limit_override(limit) -> str:
     return "limit=null" if limit is None else f"limit={limit}"
+
+
+NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
+
+
+def data_dir_param(dataset: str):
+    """The data directory, read back from a download rule's output path."""
+    depth = len(Path(sentinel(dataset)).parts)
+    return lambda wildcards, output: str(Path(output[0]).parents[depth - 1])
+
+
+def dataset_files(*names: str) -> list[str]:
+    """A representative file per dataset: present files mean no download is attempted."""
+    return [f"{DATA}/{sentinel(n)}" for n in names]
+
+
+def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
+    """Every metrics.json the SPDF grid of this scale makes."""
+    g = SPDF
+    pre = expand(f"{RESULTS}/{study}/pretrain/s{{s}}_seed{{seed}}/metrics.json",
+                 s=map(fmt, g["sparsities"]), seed=g["seeds"])
+    zero = expand(f"{RESULTS}/{study}/eval_zeroshot/s{{s}}_seed{{seed}}/metrics.json",
+                  s=map(fmt, g["sparsities"]), seed=g["seeds"])
+    grid = dict(task=g["tasks"], s=list(map(fmt, g["sparsities"])),
+                f=list(map(fmt, g["fractions"])), seed=g["seeds"])
+    ft = expand(f"{RESULTS}/{study}/finetune/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
+                **grid)
+    nlg = expand(f"{RESULTS}/{study}/eval_nlg/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
+                 **grid)
+    return {"pretrain": pre, "eval_zeroshot": zero, "finetune": ft, "eval_nlg": nlg}

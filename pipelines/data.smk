@@ -1,5 +1,4 @@
 # Data: fetch missing raw files (pinned + checksummed), train the tokenizer, tokenize the corpus.
-from sparselm.data.download import DATASETS, sentinel
 
 
 for _name in DATASETS:  # one rule per dataset, each producing its representative file
@@ -14,13 +13,11 @@ for _name in DATASETS:  # one rule per dataset, each producing its representativ
             f"{RESULTS}/logs/download/{_name}.log",
         params:
             dataset=_name,
+            data_dir=data_dir_param(_name),
+        conda:
+            "../environment.yml"
         shell:
-            "{PY} -m sparselm.data.download {params.dataset} --data-dir {DATA} > {log} 2>&1"
-
-
-def dataset_files(*names: str) -> list[str]:
-    """A representative file per dataset: present files mean no download is attempted."""
-    return [f"{DATA}/{sentinel(n)}" for n in names]
+            "python -m sparselm.data.download {params.dataset} --data-dir {params.data_dir} > {log} 2>&1"
 
 
 rule train_tokenizer:
@@ -30,12 +27,16 @@ rule train_tokenizer:
         f"{RESULTS}/{{study}}/prepare/tokenizer.json",
     log:
         f"{RESULTS}/{{study}}/logs/train_tokenizer.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/train_tokenizer.tsv",
     params:
         overrides=lambda wc, output: (
             f"scale={SCALE} paths.data_dir={DATA} what=tokenizer tokenizer.path={output[0]} "
             f"hydra.run.dir={Path(output[0]).parent}"),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"
+        "python -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"
 
 
 rule tokenize_corpus:
@@ -45,10 +46,14 @@ rule tokenize_corpus:
         f"{RESULTS}/{{study}}/prepare/shards/manifest.json",
     log:
         f"{RESULTS}/{{study}}/logs/tokenize_corpus.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/tokenize_corpus.tsv",
     params:
         overrides=lambda wc, input, output: (
             f"scale={SCALE} paths.data_dir={DATA} what=shards tokenizer.path={input.tokenizer} "
             f"data.shards_dir={Path(output[0]).parent} "
             f"hydra.run.dir={Path(output[0]).parent.parent}"),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"
+        "python -m sparselm.cli.prepare {params.overrides} > {log} 2>&1"

@@ -8,6 +8,8 @@ rule eval_zeroshot:
         f"{RESULTS}/{{study}}/eval_zeroshot/s{{sparsity}}_seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/{{study}}/logs/eval_zeroshot/s{{sparsity}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/eval_zeroshot/s{{sparsity}}_seed{{seed}}.tsv",
     params:
         overrides=lambda wc, input, output: " ".join([
             job_overrides("evaluate", f"eval-zeroshot-s{wc.sparsity}-seed{wc.seed}",
@@ -16,11 +18,10 @@ rule eval_zeroshot:
             f"'tasks=[{','.join(SPDF['zeroshot_tasks'])}]'",
             limit_override(SPDF["zeroshot_limit"]),
         ]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"
-
-
-NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
+        "python -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"
 
 
 rule eval_nlg:
@@ -30,6 +31,8 @@ rule eval_nlg:
         f"{RESULTS}/{{study}}/eval_nlg/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/{{study}}/logs/eval_nlg/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/eval_nlg/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.tsv",
     params:
         overrides=lambda wc, input, output: " ".join([
             job_overrides("evaluate",
@@ -37,7 +40,9 @@ rule eval_nlg:
                           str(Path(output[0]).parent), wc.study),
             f"checkpoint={Path(input[0]).parent} seed={wc.seed}",
             f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SPDF['nlg_limit'])}",
-            f"+generation.num_beams={SPDF['num_beams']}",
+            f"generation.num_beams={SPDF['num_beams']}",
         ]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"
+        "python -m sparselm.cli.evaluate {params.overrides} > {log} 2>&1"

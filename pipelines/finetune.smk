@@ -8,6 +8,8 @@ rule finetune:
         f"{RESULTS}/{{study}}/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/{{study}}/logs/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.tsv",
     params:
         overrides=lambda wc, input, output: " ".join([
             common_overrides("finetune",
@@ -16,5 +18,7 @@ rule finetune:
             f"pretrained={Path(input.pretrained).parent} task={wc.task}",
             f"task.fraction={wc.fraction} seed={wc.seed}",
         ]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.finetune {params.overrides} > {log} 2>&1"
+        "python -m sparselm.cli.finetune {params.overrides} > {log} 2>&1"

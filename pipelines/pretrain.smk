@@ -9,6 +9,8 @@ rule pretrain:
         f"{RESULTS}/{{study}}/pretrain/s{{sparsity}}_seed{{seed}}/metrics.json",
     log:
         f"{RESULTS}/{{study}}/logs/pretrain/s{{sparsity}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/pretrain/s{{sparsity}}_seed{{seed}}.tsv",
     params:
         overrides=lambda wc, input, output: " ".join([
             common_overrides("pretrain", f"pretrain-s{wc.sparsity}-seed{wc.seed}",
@@ -17,5 +19,7 @@ rule pretrain:
             f"seed={wc.seed} tokenizer.path={input.tokenizer}",
             f"data.shards_dir={Path(input.shards).parent}",
         ]),
+    conda:
+        "../environment.yml"
     shell:
-        "{PY} -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
+        "python -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"

@@ -233,3 +233,25 @@ def test_missing_pretrained_checkpoint(env, tmp_path):
         check=False,
     )
     _assert_one_line_error(proc, "no complete checkpoint")
+
+
+def test_rerun_after_a_kill_resumes_from_the_last_checkpoint(env, tmp_path):
+    out = tmp_path / "killed"
+    args = [
+        "scale=smoke",
+        "logger=none",
+        "train.steps=10",
+        "train.ckpt_every=4",
+        f"hydra.run.dir={out}",
+    ]
+    cli("pretrain", *args, env=env)
+    # what a kill after step 9 leaves behind: checkpoints up to step 8, no metrics.json
+    (out / "metrics.json").unlink()
+    (out / "checkpoints" / "latest").write_text("step_00000008")
+    proc = cli("pretrain", *args, env=env)
+    assert "resuming from" in proc.stderr and "(step 8)" in proc.stderr
+    steps = [
+        json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(set(steps)) and steps[-1] == 10
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 10

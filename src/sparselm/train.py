@@ -114,6 +114,7 @@ class _Loop:
             self.wall = float(self.state.extra.get("wall_time_s", 0.0))
             self.last_val = self.state.extra.get("last_val")
             self.last_train = self.state.extra.get("last_train")
+            print(f"resuming from {ckpt} (step {self.state.step})", file=sys.stderr)
         _truncate_log(self.log_path, self.state.step)  # drop steps logged after the checkpoint
 
     def step(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with lm-evaluation-harness: ``python -m sparselm.cli.evaluate``.
 
     python -m sparselm.cli.evaluate checkpoint=<run or checkpoint dir> \
-        tasks=[sparselm_arc_easy,sparselm_e2e_nlg] limit=20 +generation.num_beams=4 \
+        tasks=[sparselm_arc_easy,sparselm_e2e_nlg] limit=20 generation.num_beams=4 \
         hydra.run.dir=<out>
 
 Writes into ``hydra.run.dir``: ``config.yaml`` (resolved), ``results.json`` (lm-eval's results,
@@ -75,7 +75,7 @@ def evaluate_args(cfg: DictConfig) -> dict[str, Any]:
         "limit": _int(cfg.limit, "limit", optional=True),
         "batch_size": _int(cfg.batch_size, "batch_size"),
         "device": str(pick_device(str(cfg.device))),
-        "gen_overrides": OmegaConf.to_container(generation) if generation else None,
+        "gen_overrides": _set_values(generation),
         "seed": _int(cfg.seed, "seed"),
         "num_fewshot": _int(cfg.get("num_fewshot"), "num_fewshot", optional=True),
     }
@@ -87,6 +87,14 @@ def _int(value: Any, key: str, optional: bool = False) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}={value!r} must be an integer" + (" or null" if optional else ""))
     return value
+
+
+def _set_values(generation: DictConfig | None) -> dict | None:
+    """Only the decoding settings given a value override a task's defaults."""
+    if not generation:
+        return None
+    given = {k: v for k, v in OmegaConf.to_container(generation).items() if v is not None}
+    return given or None
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from sparselm.cli.common import (
     save_resolved_config,
     write_json_atomic,
 )
-from sparselm.data.task_batches import TaskBatches
-from sparselm.data.tasks import load_task
+from sparselm.data.task_batches import TaskBatches, subset_indices
+from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
 from sparselm.loading import TOKENIZER_FILE, load_trained, tokenizer_path_of
@@ -41,8 +41,13 @@ def main(argv: Sequence[str]) -> int:
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
     data_dir = Path(cfg.paths.data_dir)
     split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
-    batches = TaskBatches(
+    train_pool = capped_pool(
         load_task(cfg.task.name, "train", data_dir, split_map),
+        cfg.task.get("max_train_examples"),
+        int(cfg.task.subset_seed),
+    )
+    batches = TaskBatches(
+        train_pool,
         load_task(cfg.task.name, "validation", data_dir, split_map),
         tok,
         seq_len=min(int(cfg.train.seq_len), model.config.block_size),
@@ -92,6 +97,16 @@ def main(argv: Sequence[str]) -> int:
     tracker.finish()
     write_json_atomic(run_dir / "metrics.json", metrics)  # last: marks the job complete
     return 0
+
+
+def capped_pool(examples: list[TaskExample], cap: int | None, subset_seed: int) -> list:
+    """A deterministic pool of at most ``cap`` training examples; fractions are taken of it."""
+    if cap is None or cap >= len(examples):
+        return examples
+    if cap < 1:
+        raise ConfigError(f"task.max_train_examples={cap} must be >= 1 or null")
+    keep = subset_indices(len(examples), cap / len(examples), subset_seed)
+    return [examples[i] for i in keep]
 
 
 def finetune_steps(cfg: DictConfig, n_examples: int) -> int:
