@@ -41,13 +41,13 @@ def main(argv: Sequence[str]) -> int:
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
     data_dir = Path(cfg.paths.data_dir)
     split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
-    train_pool = capped_pool(
+    pool = train_pool(
         load_task(cfg.task.name, "train", data_dir, split_map),
-        cfg.task.get("max_train_examples"),
+        float(cfg.task.pool_fraction),
         int(cfg.task.subset_seed),
     )
     batches = TaskBatches(
-        train_pool,
+        pool,
         load_task(cfg.task.name, "validation", data_dir, split_map),
         tok,
         seq_len=min(int(cfg.train.seq_len), model.config.block_size),
@@ -99,13 +99,14 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def capped_pool(examples: list[TaskExample], cap: int | None, subset_seed: int) -> list:
-    """A deterministic pool of at most ``cap`` training examples; fractions are taken of it."""
-    if cap is None or cap >= len(examples):
-        return examples
-    if cap < 1:
-        raise ConfigError(f"task.max_train_examples={cap} must be >= 1 or null")
-    keep = subset_indices(len(examples), cap / len(examples), subset_seed)
+def train_pool(examples: list[TaskExample], pool_fraction: float, subset_seed: int) -> list:
+    """The scale's share of the train split; ``task.fraction`` is then taken of this pool.
+
+    A share rather than a count keeps the tasks' relative sizes, which the study compares.
+    """
+    if not 0.0 < pool_fraction <= 1.0:
+        raise ConfigError(f"task.pool_fraction={pool_fraction} must be in (0, 1]")
+    keep = subset_indices(len(examples), pool_fraction, subset_seed)
     return [examples[i] for i in keep]
 
 
