@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from analysis.collect import collect, load_pretrain_curves
 from analysis.outputs import save_figure
@@ -71,6 +72,9 @@ def plot_flops_vs_metric(data: pd.DataFrame) -> Figure:
             ax.axhline(dense.iloc[0], linestyle="--", color="grey", label="dense")
             ax.legend(fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short range
+        ticks = sorted(part["pretrain_flops_total"].dropna())
+        ax.set_xticks(ticks, [f"{v:.2g}" for v in ticks], rotation=30)
         ax.set(title=task_name(task), xlabel="pre-training FLOPs", ylabel="BLEU (f=1.0)")
     return fig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -211,9 +212,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spdf_report: {err}", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(inputs, args.out))
+    inputs.figures.update(copy_figures(inputs.figures, args.out))
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(render(inputs, args.out))
+    os.replace(tmp, args.out)
     print(args.out)
     return 0
+
+
+def copy_figures(figures: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Copy the PNGs beside the report so it reads the same wherever it is committed."""
+    folder = out.parent / f"{out.stem}_figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for stem, path in figures.items():
+        copies[stem] = folder / path.name
+        shutil.copyfile(path, copies[stem])
+    return copies
 
 
 if __name__ == "__main__":

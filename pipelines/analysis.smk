@@ -57,7 +57,8 @@ rule report_spdf:
         rules.tables_spdf.output,
         rules.figures_spdf.output,
     output:
-        report(f"{REPORTS}/spdf.md", category="SPDF", caption="report/study.rst"),
+        md=report(f"{REPORTS}/spdf.md", category="SPDF", caption="report/study.rst"),
+        figures=directory(f"{REPORTS}/spdf_figures"),
     log:
         f"{RESULTS}/spdf/logs/report.log",
     params:
@@ -65,4 +66,4 @@ rule report_spdf:
     conda:
         "../environment.yml"
     shell:
-        "python -m analysis.spdf_report --results {params.results} --out {output} > {log} 2>&1"
+        "python -m analysis.spdf_report --results {params.results} --out {output.md} > {log} 2>&1"

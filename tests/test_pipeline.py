@@ -111,7 +111,7 @@ def test_bad_study_config_fails_before_any_job(data_dir, tmp_path):
         data_dir=data_dir,
     )
     assert proc.returncode != 0
-    assert "spdf.grids.smoke.sparsities.1" in proc.stderr
+    assert "spdf.grids.smoke.sparsities.1" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
     proc = snakemake("reproduce_spdf", "-n", "--config", "scale=huge", data_dir=data_dir)
-    assert proc.returncode != 0 and "key scale" in proc.stderr
+    assert proc.returncode != 0 and "key scale" in proc.stdout + proc.stderr
