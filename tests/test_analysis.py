@@ -248,7 +248,8 @@ def test_report_has_verdicts_and_tables(built: Path) -> None:
         assert section.split("\n\n")[1].startswith(f"**Verdict: {verdict}.**"), key
     for stem in spdf_report.TABLES:
         assert (results / "tables" / f"{stem}.md").read_text().strip() in text
-    assert "../results/spdf/figures/spdf_fig_drop_heatmap.png" in text
+    assert "](spdf_figures/spdf_fig_drop_heatmap.png)" in text  # copied beside the report
+    assert (results.parents[1] / "reports" / "spdf_figures" / "spdf_fig_drop_heatmap.png").is_file()
     assert "84 metrics.json files" in text and "Seeds: 1, 2" in text and "`tiny`" in text
 
 
