@@ -20,8 +20,10 @@ from sparselm.flops import (
     load_model_config,
     reduction,
     shape_from_model_config,
+    stage_flop_ratios,
     train_flops_per_token,
 )
+from sparselm.schedules import equal_stages
 
 REPO = Path(__file__).resolve().parents[1]
 GPT3_XL = ModelShape(n_layer=24, d_model=2048, n_head=16, d_ff=8192, seq_len=2048, vocab_size=50257)
@@ -248,3 +250,29 @@ def test_conf_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert shape_from_model_config(load_model_config("x")).seq_len == 4
     with pytest.raises(ConfigError, match="available: x"):
         load_model_config("gpt3_xl")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "block_only"), [([6, 8, 10, 12], 0.750), ([4, 6, 8, 10, 12], 0.667)]
+)
+def test_raptr_stage_flop_ratios(schedule: list[int], block_only: float) -> None:
+    ratios = stage_flop_ratios(GPT2_SMALL, equal_stages(schedule))
+    assert round(ratios["block_only"], 3) == block_only
+    # the head is paid every step, so the all-inclusive saving is smaller
+    assert block_only < ratios["all_inclusive"] < 1.0
+    full = stage_flop_ratios(GPT2_SMALL, equal_stages([12]))
+    assert full == {"block_only": 1.0, "all_inclusive": 1.0}
+    with pytest.raises(ConfigError, match="stages"):
+        stage_flop_ratios(GPT2_SMALL, equal_stages([6, 14]))
+
+
+@pytest.mark.slow
+def test_cli_raptr_ratios() -> None:
+    for stages, block_only in (("[6,8,10,12]", "0.750"), ("[4,6,8,10,12]", "0.667")):
+        proc = _cli("model=gpt2_small", f"raptr.stages={stages}")
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert f"{report['raptr_block_only_ratio']:.3f}" == block_only
+        assert report["raptr_block_only_ratio"] < report["raptr_all_inclusive_ratio"] < 1.0
+    proc = _cli("model=gpt2_small", "raptr.stages=[6,x]")
+    assert proc.returncode == 2 and "raptr.stages" in proc.stderr

@@ -8,7 +8,9 @@ Per token, forward pass, multiply-add = 2 FLOPs:
 
 Training = 3 × forward. The default convention, ``megatron_full_attn``, reproduces SPDF's
 2.49× for GPT-3 XL at 75 % sparsity; the others exist so figures can show the spread.
-Run ``python -m sparselm.flops model=gpt3_xl sparsity.level=0.75`` for a JSON summary.
+Run ``python -m sparselm.flops model=gpt3_xl sparsity.level=0.75`` for a JSON summary, and
+``python -m sparselm.flops model=gpt2_small raptr.stages=[6,8,10,12]`` for a RaPTr schedule's
+expected FLOP ratios (equal stages, vs the full dense model).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sparselm.errors import CheckpointError, ConfigError, SparselmError
+from sparselm.schedules import Stage, equal_stages
 
 CONVENTIONS: tuple[str, ...] = ("megatron_full_attn", "causal_half_attn", "chinchilla", "no_attn")
 DEFAULT_CONVENTION = "megatron_full_attn"
@@ -198,6 +201,34 @@ def reduction(shape: ModelShape, sparsity: float, convention: str = DEFAULT_CONV
     return dense / sparse
 
 
+def stage_flop_ratios(
+    shape: ModelShape,
+    stages: Sequence[Stage],
+    convention: str = DEFAULT_CONVENTION,
+    key: str = "stages",
+) -> dict[str, float]:
+    """Expected training FLOPs of a stage schedule (RaPTr, stacking) over the full model's.
+
+    ``block_only`` counts the transformer blocks alone (``Σ f_s·ℓ_s/L``, raptr.md §5);
+    ``all_inclusive`` adds the head (and, under chinchilla, the embedding), paid every step.
+    ``stage.path_len`` is the expected number of executed blocks in that stage.
+    """
+    if not stages or abs(sum(s.fraction for s in stages) - 1.0) > 1e-6:
+        raise ConfigError(f"{key}: fractions must sum to 1, got {[s.fraction for s in stages]}")
+    full = train_flops_per_token(shape, convention=convention)["total"]
+    block_only = all_inclusive = 0.0
+    for s in stages:
+        if s.fraction < 0 or not 0 <= s.path_len <= shape.n_layer:
+            raise ConfigError(
+                f"{key}: path length {s.path_len} must lie in [0, n_layer={shape.n_layer}]"
+            )
+        frac = s.path_len / shape.n_layer
+        block_only += s.fraction * frac
+        step = train_flops_per_token(shape, executed_block_frac=frac, convention=convention)
+        all_inclusive += s.fraction * step["total"] / full
+    return {"block_only": block_only, "all_inclusive": all_inclusive}
+
+
 class FlopLedger:
     """Cumulative training FLOPs, logged next to the loss so figures can use a FLOP x-axis."""
 
@@ -237,7 +268,7 @@ class FlopLedger:
 
 # ---------------------------------------------------------------- CLI
 
-CLI_KEYS = ("model", "sparsity.level", "seq_len", "convention", "tokens")
+CLI_KEYS = ("model", "sparsity.level", "seq_len", "convention", "tokens", "raptr.stages")
 
 
 def conf_dir() -> Path:
@@ -276,10 +307,21 @@ def _parse_args(argv: Sequence[str]) -> dict[str, str]:
         if not sep or key not in CLI_KEYS:
             raise ConfigError(f"{key}: unknown argument, allowed: {'=..., '.join(CLI_KEYS)}=...")
         args[key] = value
-    for key in ("model", "sparsity.level"):
+    # a RaPTr schedule alone is a full question: its ratios are vs the dense full-depth model
+    required = ("model",) if "raptr.stages" in args else ("model", "sparsity.level")
+    for key in required:
         if key not in args:
-            raise ConfigError(f"{key}: required (usage: model=<name> sparsity.level=<s>)")
+            raise ConfigError(
+                f"{key}: required (usage: model=<name> sparsity.level=<s> | raptr.stages=[...])"
+            )
     return args
+
+
+def _parse_list(key: str, text: str) -> list[float]:
+    items = text.strip().removeprefix("[").removesuffix("]").split(",")
+    if not text.strip() or not all(item.strip() for item in items):
+        raise ConfigError(f"{key}: must be a list of numbers like [6,8,10,12], got {text!r}")
+    return [_parse_number(key, item.strip(), False) for item in items]
 
 
 def _parse_number(key: str, text: str, integer: bool) -> float:
@@ -296,7 +338,9 @@ def _parse_number(key: str, text: str, integer: bool) -> float:
 def summarize(args: Mapping[str, str]) -> dict[str, Any]:
     """The CLI's JSON report for parsed ``key=value`` arguments."""
     convention = _check_convention(args.get("convention", DEFAULT_CONVENTION))
-    sparsity = _check_sparsity(_parse_number("sparsity.level", args["sparsity.level"], False))
+    sparsity = _check_sparsity(
+        _parse_number("sparsity.level", args.get("sparsity.level", "0"), False)
+    )
     seq_len = int(_parse_number("seq_len", args["seq_len"], True)) if "seq_len" in args else None
     shape = shape_from_model_config(load_model_config(args["model"]), seq_len=seq_len)
     density = dict.fromkeys(LINEAR_KINDS, 1.0 - sparsity)
@@ -313,6 +357,12 @@ def summarize(args: Mapping[str, str]) -> dict[str, Any]:
         "reduction": dense / sparse,
         "reductions": {c: reduction(shape, sparsity, convention=c) for c in CONVENTIONS},
     }
+    if "raptr.stages" in args:
+        stages = equal_stages(_parse_list("raptr.stages", args["raptr.stages"]))
+        ratios = stage_flop_ratios(shape, stages, convention=convention, key="raptr.stages")
+        report["raptr_stages"] = [s.path_len for s in stages]
+        report["raptr_block_only_ratio"] = ratios["block_only"]
+        report["raptr_all_inclusive_ratio"] = ratios["all_inclusive"]
     if "tokens" in args:
         tokens = int(_parse_number("tokens", args["tokens"], True))
         report["tokens"] = tokens

@@ -117,10 +117,10 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, attn_mask: AttnMask = None, scale: float = 1.0
     ) -> torch.Tensor:
-        a = self.resid_drop(self.attn(self.ln_1(x), attn_mask))
-        x = x + a if scale == 1.0 else x + scale * a
-        m = self.mlp(self.ln_2(x))
-        return x + m if scale == 1.0 else x + scale * m
+        h = x + self.resid_drop(self.attn(self.ln_1(x), attn_mask))
+        h = h + self.mlp(self.ln_2(h))
+        # a residual scale c gives x + c * F(x): the whole block's update is scaled (RaPTr)
+        return h if scale == 1.0 else x + scale * (h - x)
 
 
 class GPT(nn.Module):

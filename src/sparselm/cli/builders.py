@@ -13,6 +13,9 @@ from sparselm.cli.common import typed
 from sparselm.errors import ConfigError
 from sparselm.flops import CONVENTIONS, ModelShape, train_flops_per_token
 from sparselm.hooks import TrainHook
+from sparselm.methods.layer_drop import LayerDropConfig, LayerDropHook
+from sparselm.methods.raptr import RaptrConfig, RaptrHook
+from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT, GPTConfig
 from sparselm.optim import OptimConfig
 from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
@@ -89,6 +92,36 @@ def _static_config(cfg: DictConfig) -> StaticSparsityConfig:
     return typed(StaticSparsityConfig, node, "sparsity")
 
 
+# method name -> (config dataclass, hook class); `none` is the plain loop. A new method is one
+# entry here plus conf/method/<name>.yaml: the loop never learns its name.
+METHODS: dict[str, tuple[type, type[TrainHook]] | None] = {
+    "none": None,
+    "raptr": (RaptrConfig, RaptrHook),
+    "stacking": (StackingConfig, StackingHook),
+    "layer_drop": (LayerDropConfig, LayerDropHook),
+}
+
+
+def method_hooks(cfg: DictConfig, model: GPT, total_steps: int) -> list[TrainHook]:
+    """The hooks of ``cfg.method`` (a training method on top of the loop) for this model."""
+    node = cfg.get("method") or OmegaConf.create({"name": "none"})
+    name = node.get("name")
+    if name not in METHODS:
+        raise ConfigError(f"method.name={name!r} is unknown; allowed: {', '.join(METHODS)}")
+    entry = METHODS[name]
+    extra = sorted(k for k in node if k != "name")
+    if entry is None:
+        if extra:
+            raise ConfigError(f"method.{extra[0]} is not a key of method=none")
+        return []
+    config_cls, hook_cls = entry
+    method_cfg = typed(config_cls, OmegaConf.create({k: node[k] for k in extra}), "method")
+    try:
+        return [hook_cls(method_cfg, model.config.n_layer, total_steps)]
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+
+
 def flops_function(
     model: GPTConfig, seq_len: int, convention: str
 ) -> Callable[[dict[str, Any]], float]:
@@ -115,15 +148,19 @@ def model_shape(model: GPTConfig, seq_len: int) -> ModelShape:
 
 
 def flop_summary(
-    model: GPTConfig, seq_len: int, convention: str, hooks: list[TrainHook]
+    model: GPTConfig, seq_len: int, convention: str, hooks: list[TrainHook], steps: int = 1
 ) -> dict[str, Any]:
-    """Dense vs this run's per-token training FLOPs (at step 0) under ``convention``."""
-    factors: dict[str, Any] = {}
-    for hook in hooks:
-        factors.update(hook.flop_factors(0))
+    """Dense vs this run's per-token training FLOPs under ``convention``, averaged over the
+    run's ``steps`` (hooks such as RaPTr change the cost from step to step)."""
     shape = model_shape(model, seq_len)
     dense = train_flops_per_token(shape, convention=convention)["total"]
-    ours = train_flops_per_token(shape, convention=convention, **factors)["total"]
+    per_step = []
+    for step in range(max(1, steps)):
+        factors: dict[str, Any] = {}
+        for hook in hooks:
+            factors.update(hook.flop_factors(step))
+        per_step.append(train_flops_per_token(shape, convention=convention, **factors)["total"])
+    ours = sum(per_step) / len(per_step)
     return {
         "dense_train_flops_per_token": dense,
         "train_flops_per_token": ours,

@@ -45,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
     )
 
     model = builders.build_model(model_cfg, int(cfg.seed), device)
-    hooks = builders.sparsity_hooks(cfg, model)
+    hooks = builders.sparsity_hooks(cfg, model) + builders.method_hooks(cfg, model, train_cfg.steps)
     run_dir.mkdir(parents=True, exist_ok=True)
     if tok_path is not None:
         shutil.copyfile(tok_path, run_dir / TOKENIZER_FILE)
@@ -70,10 +70,13 @@ def main(argv: Sequence[str]) -> int:
     except BaseException:
         tracker.finish(exit_code=1)
         raise
-    metrics |= builders.flop_summary(model_cfg, seq_len, cfg.flops.convention, hooks)
+    metrics |= builders.flop_summary(
+        model_cfg, seq_len, cfg.flops.convention, hooks, train_cfg.steps
+    )
     metrics |= {
         "data": read_manifest(shards)["source"],
         "sparsity": float(cfg.sparsity.get("level", 0.0)),
+        "method": str(cfg.method.name),
     }
     tracker.summary(metrics)
     tracker.finish()
