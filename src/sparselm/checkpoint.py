@@ -84,8 +84,17 @@ def save_checkpoint(
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    sd = model.state_dict()
-    return {k: v.detach().cpu().contiguous() for k, v in sd.items() if k not in TIED_KEYS}
+    """The state dict with each tied tensor once, under its first name (``wte.weight`` for the
+    LM head; the same rule covers wrapped Hugging Face models, whose names differ)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple] = set()
+    for k, v in model.state_dict().items():
+        alias = (v.device, v.data_ptr(), tuple(v.shape), v.stride())
+        if k in TIED_KEYS or (v.numel() and alias in seen):
+            continue
+        seen.add(alias)
+        out[k] = v.detach().cpu().contiguous()
+    return out
 
 
 def latest_checkpoint(path: Path) -> Path | None:
