@@ -35,3 +35,17 @@ class RandomTokens:
             t = torch.randint(0, self.vocab, (self.batch, self.seq + 1), generator=g)
             out.append((t[:, :-1], t[:, 1:]))
         return out
+
+
+def save_tiny_run(run_dir, texts: list[str], block_size: int, seed: int = 0):
+    """A run folder with a random 2-layer GPT and a BPE trained on ``texts``, as training
+    leaves it (checkpoint + tokenizer.json), for tests of what reads trained models."""
+    from sparselm.checkpoint import TrainingState, save_checkpoint
+    from sparselm.tokenizer import save_tokenizer, train_bpe
+
+    tok = train_bpe(texts, vocab_size=300)
+    torch.manual_seed(seed)
+    model = GPT(toy_config(vocab_size=tok.get_vocab_size(), block_size=block_size))
+    save_checkpoint(run_dir, TrainingState(step=1), model, None, {}, "")
+    save_tokenizer(tok, run_dir / "tokenizer.json")
+    return run_dir

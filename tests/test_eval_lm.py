@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import save_tiny_run
 from lm_eval.api.instance import Instance
 
-from sparselm.checkpoint import TrainingState, save_checkpoint
 from sparselm.errors import ConfigError
 from sparselm.evaluation.lm import SparselmLM, cut_at_stop
-from sparselm.model import GPT, GPTConfig
-from sparselm.tokenizer import EOT, save_tokenizer, train_bpe
+from sparselm.tokenizer import EOT
 
 # Batched (padded) and single-row forwards use differently shaped matmuls; fp32 rounding of a
 # sum of ~30 log-probs stays far below this, a wrong position or token is O(0.1).
@@ -26,17 +25,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    tok = train_bpe(TEXTS, vocab_size=300)
-    torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=tok.get_vocab_size(), n_layer=2, n_head=2, d_model=32, d_ff=64, block_size=32
-        )
-    )
-    run = tmp_path_factory.mktemp("eval_lm") / "run"
-    save_checkpoint(run, TrainingState(step=1), model, None, {}, "")
-    save_tokenizer(tok, run / "tokenizer.json")
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("eval_lm") / "run", TEXTS, block_size=32)
 
 
 @pytest.fixture(scope="module")

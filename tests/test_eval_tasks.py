@@ -6,15 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import save_tiny_run
 
-from sparselm.checkpoint import TrainingState, save_checkpoint
 from sparselm.errors import ConfigError, DataError
 from sparselm.evaluation.run import TASKS_DIR, evaluate_checkpoint, flat_metrics, results_table
 from sparselm.evaluation.tasks import nlg_metrics, utils
 from sparselm.loading import resolve_checkpoint, weights_sha256
-from sparselm.model import GPT, GPTConfig
-from sparselm.tokenizer import save_tokenizer, train_bpe
 
 ZERO_SHOT = [
     "sparselm_hellaswag",
@@ -36,17 +33,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    tok = train_bpe(TEXTS, vocab_size=300)
-    torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=tok.get_vocab_size(), n_layer=2, n_head=2, d_model=32, d_ff=64, block_size=64
-        )
-    )
-    run = tmp_path_factory.mktemp("eval_tasks") / "run"
-    save_checkpoint(run, TrainingState(step=1), model, None, {}, "")
-    save_tokenizer(tok, run / "tokenizer.json")
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("eval_tasks") / "run", TEXTS, block_size=64)
 
 
 def test_task_folder_registers_every_task_and_group():

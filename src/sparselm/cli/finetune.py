@@ -21,8 +21,8 @@ from sparselm.cli.common import (
     pick_device,
     run_cli,
     save_resolved_config,
-    write_json_atomic,
 )
+from sparselm.cli.job import train_and_record
 from sparselm.data.task_batches import TaskBatches, subset_indices
 from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
@@ -32,7 +32,7 @@ from sparselm.model import GPT
 from sparselm.optim import build_adamw
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.sparsity.static import StaticSparsity
-from sparselm.train import TrainRun, train
+from sparselm.train import TrainRun
 
 
 def main(argv: Sequence[str]) -> int:
@@ -81,21 +81,17 @@ def main(argv: Sequence[str]) -> int:
         ),
         config_yaml=config_yaml,
     )
-    try:
-        metrics = train(run, resume=bool(cfg.resume))
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    metrics |= {
-        "task": cfg.task.name,
-        "fraction": float(cfg.task.fraction),
-        "train_examples": batches.num_train_examples,
-        "keep_mask": cfg.finetune.keep_mask,
-        "pretrained": str(ckpt),
-    }
-    tracker.summary(metrics)
-    tracker.finish()
-    write_json_atomic(run_dir / "metrics.json", metrics)  # last: marks the job complete
+    train_and_record(
+        run,
+        bool(cfg.resume),
+        lambda _: {
+            "task": cfg.task.name,
+            "fraction": float(cfg.task.fraction),
+            "train_examples": batches.num_train_examples,
+            "keep_mask": cfg.finetune.keep_mask,
+            "pretrained": str(ckpt),
+        },
+    )
     return 0
 
 

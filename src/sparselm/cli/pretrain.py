@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 from sparselm.cli import builders
 from sparselm.cli.common import (
@@ -16,15 +15,15 @@ from sparselm.cli.common import (
     pick_device,
     run_cli,
     save_resolved_config,
-    write_json_atomic,
 )
+from sparselm.cli.job import train_and_record
 from sparselm.cli.prepare import ensure_shards, ensure_tokenizer
 from sparselm.data.batches import TokenBatches
 from sparselm.data.shards import open_split, read_manifest
 from sparselm.loading import TOKENIZER_FILE
 from sparselm.optim import build_adamw
 from sparselm.tokenizer import save_tokenizer
-from sparselm.train import TrainRun, train
+from sparselm.train import TrainRun
 
 
 def main(argv: Sequence[str]) -> int:
@@ -65,22 +64,18 @@ def main(argv: Sequence[str]) -> int:
         flops_per_token=builders.flops_function(model_cfg, seq_len, cfg.flops.convention),
         config_yaml=config_yaml,
     )
-    try:
-        metrics = train(run, resume=bool(cfg.resume))
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    metrics |= builders.flop_summary(
-        model_cfg, seq_len, cfg.flops.convention, hooks, train_cfg.steps
+    train_and_record(
+        run,
+        bool(cfg.resume),
+        lambda _: (
+            builders.flop_summary(model_cfg, seq_len, cfg.flops.convention, hooks, train_cfg.steps)
+            | {
+                "data": read_manifest(shards)["source"],
+                "sparsity": float(cfg.sparsity.get("level", 0.0)),
+                "method": str(cfg.method.name),
+            }
+        ),
     )
-    metrics |= {
-        "data": read_manifest(shards)["source"],
-        "sparsity": float(cfg.sparsity.get("level", 0.0)),
-        "method": str(cfg.method.name),
-    }
-    tracker.summary(metrics)
-    tracker.finish()
-    write_json_atomic(Path(run_dir) / "metrics.json", metrics)  # last: marks the job complete
     return 0
 
 

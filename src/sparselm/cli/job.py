@@ -1,0 +1,29 @@
+"""The tail every training entry point shares: train, then record the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sparselm.cli.common import write_json_atomic
+from sparselm.train import TrainRun, train
+
+
+def train_and_record(
+    run: TrainRun, resume: bool, describe: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Train, add the job's own fields, and write ``metrics.json`` last (it marks completion).
+
+    ``describe`` maps the training metrics to extra fields. A failure closes the tracker as
+    failed and leaves no ``metrics.json``, so nothing half-done looks complete.
+    """
+    try:
+        metrics = train(run, resume=resume)
+    except BaseException:
+        run.tracker.finish(exit_code=1)
+        raise
+    metrics |= describe(metrics)
+    run.tracker.summary(metrics)
+    run.tracker.finish()
+    write_json_atomic(run.out_dir / "metrics.json", metrics)
+    return metrics
