@@ -259,7 +259,8 @@ def header(args: argparse.Namespace, device: torch.device, loads: tuple[float, f
         f"Python {platform.python_version()}"
     )
     # other processes on the same cores are the main source of noise; say how busy it was
-    machine += f", 1-min load average {loads[0]:.2f} before / {loads[1]:.2f} after (incl. this run)"
+    # (the end value includes this run's own threads)
+    machine += f", 1-min load average {loads[0]:.2f} at start / {loads[1]:.2f} at end"
     if device.type == "cuda":
         machine += f", GPU {torch.cuda.get_device_name(device)}"
     return [
