@@ -1,5 +1,6 @@
 # Entry point of the study pipeline: includes the rule files and names the targets. No logic.
 #   snakemake --cores all reproduce_spdf [--config scale=smoke data_dir=../shared/data]
+#   snakemake --cores all reproduce_raptr [--config ...]
 
 
 configfile: "pipelines/config/default.yaml"
@@ -14,6 +15,7 @@ include: "pipelines/pretrain.smk"
 include: "pipelines/finetune.smk"
 include: "pipelines/evaluate.smk"
 include: "pipelines/analysis.smk"
+include: "pipelines/raptr.smk"
 
 
 rule reproduce_spdf:
@@ -23,8 +25,16 @@ rule reproduce_spdf:
         rules.report_spdf.output,
 
 
+rule reproduce_raptr:
+    """The RaPTr study: every variant and seed, zero-shot scores, tables, figures and report."""
+    input:
+        rules.report_raptr.output,
+
+
 rule figures:
     """Regenerate every study's tables and figures from the results already there."""
     input:
         rules.tables_spdf.output,
         rules.figures_spdf.output,
+        rules.tables_raptr.output,
+        rules.figures_raptr.output,

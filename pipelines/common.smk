@@ -1,4 +1,5 @@
 # Shared helpers: config validation, the study grid, and wildcards -> Hydra overrides.
+import shlex
 from pathlib import Path
 
 import jsonschema
@@ -25,6 +26,9 @@ REPORTS = config["reports_dir"]
 if SCALE not in config["spdf"]["grids"]:
     raise ValueError(f"bad study config: key spdf.grids has no grid for scale={SCALE!r}")
 SPDF = config["spdf"]["grids"][SCALE]
+if SCALE not in config["raptr"]["grids"]:
+    raise ValueError(f"bad study config: key raptr.grids has no grid for scale={SCALE!r}")
+RAPTR = config["raptr"]["grids"][SCALE]
 
 
 def _pretrain_datasets(scale: str) -> list[str]:
@@ -43,6 +47,7 @@ wildcard_constraints:
     fraction=r"\d\.\d{1,6}",
     seed=r"\d{1,9}",
     task=r"[a-z0-9]{1,32}",
+    variant=r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*",  # no dots: never an SPDF s<sparsity> folder
 
 
 def fmt(x) -> str:
@@ -106,3 +111,16 @@ def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
     nlg = expand(f"{RESULTS}/{study}/eval_nlg/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
                  **grid)
     return {"pretrain": pre, "eval_zeroshot": zero, "finetune": ft, "eval_nlg": nlg}
+
+
+def variant_overrides(variant: str) -> str:
+    """The RaPTr grid's Hydra overrides for one variant (after the scale's), shell-quoted."""
+    words = shlex.split(f"{RAPTR['overrides']} {RAPTR['variants'][variant]}")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def raptr_runs() -> dict[str, list[str]]:
+    """Every metrics.json the RaPTr grid of this scale makes."""
+    runs = dict(variant=list(RAPTR["variants"]), seed=RAPTR["seeds"])
+    return {stage: expand(f"{RESULTS}/raptr/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
+            for stage in ("pretrain", "eval_zeroshot")}

@@ -1,0 +1,140 @@
+"""What each RaPTr-study variant ran, read back from its resolved ``config.yaml``.
+
+The schedules (expected path length per step, stage boundaries) come from the same functions
+the training hooks use (``sparselm.methods``), so the figures and the block-FLOP ratios show
+the schedule the runs were built with, not a copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from analysis.collect import parse_variant_dir
+from sparselm.cli.builders import METHODS
+from sparselm.cli.common import typed
+from sparselm.methods.layer_drop import keep_probs
+from sparselm.schedules import stage_starts
+
+BASELINE, RAPTR = "baseline", "raptr"
+VARIANT_ORDER = (
+    BASELINE,
+    RAPTR,
+    "raptr_noscale",
+    "raptr_nofixed",
+    "raptr_nofixed_noscale",
+    "stacking",
+    "pld",
+)
+METHOD_NAMES = {"none": "standard", "raptr": "RaPTr", "stacking": "stacking", "layer_drop": "PLD"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One variant's method and shape (every seed of a variant shares them)."""
+
+    variant: str
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    n_layer: int = 1
+    steps: int = 1
+    model: str | None = None
+    seq_len: int | None = None
+    convention: str | None = None
+
+    @property
+    def method_name(self) -> str:
+        return str(self.method.get("name", "none"))
+
+
+def ordered_variants(names) -> list[str]:
+    """The study's variants in their canonical order; unknown ones after, alphabetically."""
+    found = set(names)
+    return [v for v in VARIANT_ORDER if v in found] + sorted(found - set(VARIANT_ORDER))
+
+
+def spec_from_config(variant: str, config: dict[str, Any]) -> RunSpec:
+    model, train = config.get("model") or {}, config.get("train") or {}
+    return RunSpec(
+        variant=variant,
+        method=dict(config.get("method") or {"name": "none"}),
+        n_layer=int(model.get("n_layer", 1)),
+        steps=int(train.get("steps", 1)),
+        model=model.get("name"),
+        seq_len=train.get("seq_len") or model.get("block_size"),
+        convention=(config.get("flops") or {}).get("convention"),
+    )
+
+
+def load_specs(results_dir: Path) -> dict[str, RunSpec]:
+    """variant -> RunSpec, from the lowest seed's pre-training ``config.yaml``."""
+    specs: dict[str, RunSpec] = {}
+    for path in sorted((Path(results_dir) / "pretrain").glob("*/config.yaml")):
+        wildcards = parse_variant_dir(path.parent.name)
+        if wildcards is None or wildcards["variant"] in specs:
+            continue
+        config = yaml.safe_load(path.read_text()) or {}
+        specs[wildcards["variant"]] = spec_from_config(wildcards["variant"], config)
+    return specs
+
+
+def _hook(spec: RunSpec):
+    """The method's hook, built exactly as the pre-training job built it."""
+    config_cls, hook_cls = METHODS[spec.method_name]
+    fields = {k: v for k, v in spec.method.items() if k != "name"}
+    cfg = typed(config_cls, OmegaConf.create(fields), "method")
+    return cfg, hook_cls(cfg, spec.n_layer, spec.steps)
+
+
+def expected_path_len(spec: RunSpec) -> np.ndarray:
+    """Expected executed blocks at every step 0..steps-1 (fixed layers included)."""
+    name, steps = spec.method_name, range(spec.steps)
+    if METHODS.get(name) is None:
+        return np.full(spec.steps, float(spec.n_layer))
+    cfg, hook = _hook(spec)
+    if name == "raptr":
+        return np.array([hook.stage(t)[1].path_len for t in steps])
+    if name == "stacking":
+        return np.array([float(hook.depth(t)) for t in steps])
+    if name == "layer_drop":
+        return np.array([sum(keep_probs(t, cfg, spec.n_layer)) for t in steps])
+    raise ValueError(f"no schedule for method {name!r}")
+
+
+def stage_boundaries(spec: RunSpec) -> list[int]:
+    """First step of every stage after the first (RaPTr and stacking); [] for the others."""
+    if spec.method_name not in ("raptr", "stacking"):
+        return []
+    _, hook = _hook(spec)
+    starts = stage_starts(spec.steps, hook.stages)
+    return sorted({s for s in starts[1:] if 0 < s < spec.steps})
+
+
+def block_flop_ratio(spec: RunSpec) -> float:
+    """Expected block FLOPs over the full model's (raptr.md §5, block-only convention)."""
+    return float(expected_path_len(spec).mean() / spec.n_layer)
+
+
+def schedule_label(spec: RunSpec) -> str:
+    """``RaPTr 2-2.67-3.33-4 of 4, I=first,last, 1/p``: what the variant trains, in one line."""
+    name = METHOD_NAMES.get(spec.method_name, spec.method_name)
+    if spec.method_name == "raptr":
+        _, hook = _hook(spec)
+        lengths = "-".join(
+            f"{s.path_len:g}" if s.path_len == int(s.path_len) else f"{s.path_len:.2f}"
+            for s in hook.stages
+        )
+        fixed = ",".join(str(x) for x in spec.method.get("fixed_layers") or []) or "none"
+        scale = "1/p" if spec.method.get("scaling") == "inverse_p" else "no scaling"
+        return f"{name} {lengths} of {spec.n_layer}, fixed={fixed}, {scale}"
+    if spec.method_name == "stacking":
+        _, hook = _hook(spec)
+        depths = "-".join(f"{s.path_len:g}" for s in hook.stages)
+        return f"{name} {depths} of {spec.n_layer}"
+    if spec.method_name == "layer_drop":
+        return f"{name} θ̄={spec.method.get('theta_bar')}, γ={spec.method.get('gamma')}"
+    return f"{name}, {spec.n_layer} layers"

@@ -1,0 +1,268 @@
+"""RaPTr tables (raptr.md §6-7): main comparison, zero-shot scores, stage transitions.
+
+Each table is written as CSV (full-precision numbers, for figures and the report's verdicts)
+and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
+(``results/raptr/pretrain/<variant>_seed<seed>``), compared with the ``baseline`` variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.collect import collect_variants, load_variant_curves
+from analysis.outputs import write_table
+from analysis.raptr_runs import (
+    BASELINE,
+    RunSpec,
+    block_flop_ratio,
+    expected_path_len,
+    load_specs,
+    ordered_variants,
+    schedule_label,
+    stage_boundaries,
+)
+from analysis.spdf_tables import zeroshot_main_metric
+from analysis.stats import format_mean_ci, mean_ci, summarize
+
+ACCURACY = ("acc_norm", "acc")  # averaged into the main table's zero-shot score
+TRAIN_WINDOW = 0.1  # train-loss window each side of a boundary, as a fraction of the run
+
+
+def _pretrain(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
+
+
+def _stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    out = summarize(rows, ["variant"]).set_index("variant")
+    return out.rename(columns={c: f"{prefix}_{c}" for c in ("mean", "ci95", "n")})
+
+
+def paired_delta(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: value − baseline on the same seed, mean and 95 % CI over shared seeds."""
+    by_seed = rows.pivot_table(index="seed", columns="variant", values="value")
+    out = []
+    for variant in by_seed.columns:
+        if BASELINE not in by_seed:
+            mean = ci = math.nan
+        else:
+            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[BASELINE])
+        out.append((variant, mean, ci))
+    return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
+
+
+def zeroshot_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """(variant, seed, task, metric, value): each task's main metric (acc_norm, acc, ...)."""
+    rows = frame[frame["stage"] == "eval_zeroshot"]
+    parts = []
+    for task in sorted(rows["task"].dropna().unique()):
+        metric = zeroshot_main_metric(rows.loc[rows["task"] == task, "metric"])
+        if metric is not None:
+            parts.append(rows[(rows["task"] == task) & (rows["metric"] == metric)])
+    columns = ["variant", "seed", "task", "metric", "value"]
+    return pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def baseline_loss_at(curves: pd.DataFrame, flops: pd.Series) -> pd.Series:
+    """The baseline's val loss (mean over seeds, linear in FLOPs) at each of ``flops``."""
+    evals = curves[(curves["variant"] == BASELINE)].dropna(subset=["val_loss"])
+    if evals.empty:
+        return pd.Series(math.nan, index=flops.index)
+    mean = evals.groupby("step")[["flops_cum", "val_loss"]].mean().sort_values("flops_cum")
+    inside = flops.between(mean["flops_cum"].iloc[0], mean["flops_cum"].iloc[-1])
+    values = np.interp(flops, mean["flops_cum"], mean["val_loss"])
+    return pd.Series(values, index=flops.index).where(inside)
+
+
+def main_table(
+    frame: pd.DataFrame, specs: dict[str, RunSpec], curves: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Rows variant: final full-model val loss, FLOPs (measured, vs baseline, block-only from
+    the schedule), wall clock, mean zero-shot accuracy; with ``curves``, also the baseline's
+    val loss at the variant's training FLOPs (an iso-FLOP comparison)."""
+    loss, flops = _pretrain(frame, "final_val_loss"), _pretrain(frame, "flops_total")
+    wall = _pretrain(frame, "wall_time_s")
+    table = pd.concat(
+        [
+            _stats(loss, "val_loss"),
+            paired_delta(loss).add_prefix("val_loss_"),
+            _stats(flops, "flops_total")[["flops_total_mean"]],
+            _stats(wall, "wall_time_s"),
+        ],
+        axis=1,
+    )
+    base = table.loc[BASELINE] if BASELINE in table.index else None
+    for col, ref in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
+        table[col] = table[ref] / base[ref] if base is not None else math.nan
+    table["block_flops_rel"] = [
+        block_flop_ratio(specs[v]) if v in specs else math.nan for v in table.index
+    ]
+    if curves is not None:
+        table["baseline_val_loss_at_flops"] = baseline_loss_at(curves, table["flops_total_mean"])
+    table["schedule"] = [schedule_label(specs[v]) if v in specs else "" for v in table.index]
+    scores = zeroshot_scores(frame)
+    acc = scores[scores["metric"].isin(ACCURACY)]
+    per_seed = acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
+    table = table.join(_stats(per_seed, "zeroshot_acc"), how="left")
+    table["zeroshot_tasks"] = acc["task"].nunique()
+    table = table.reindex(ordered_variants(table.index))
+    return table.rename_axis("variant").reset_index()
+
+
+def _num(fmt: str):
+    return lambda x: "–" if pd.isna(x) else fmt.format(x)
+
+
+def _formatted(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
+    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
+    return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
+
+
+def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    delta = [
+        "reference"
+        if v == BASELINE
+        else "–"
+        if pd.isna(m)
+        else f"{m:+.3f}" + ("" if pd.isna(c) else f" ± {c:.3f}")
+        for v, m, c in table[["variant", "val_loss_delta_mean", "val_loss_delta_ci95"]].values
+    ]
+    iso = table.get("baseline_val_loss_at_flops", pd.Series(math.nan, index=table.index))
+    n_tasks = int(table["zeroshot_tasks"].max()) if len(table) else 0
+    return pd.DataFrame(
+        {
+            "variant": table["variant"],
+            "schedule": table["schedule"],
+            "final val loss": _formatted(table, "val_loss", 3),
+            "Δ vs baseline (paired)": delta,
+            "baseline val loss at same FLOPs": iso.map(_num("{:.3f}")),
+            "train FLOPs": table["flops_total_mean"].map(_num("{:.3e}")),
+            "FLOPs vs baseline": table["flops_rel"].map(_num("{:.3f}")),
+            "block FLOPs (schedule)": table["block_flops_rel"].map(_num("{:.3f}")),
+            "wall clock (s)": _formatted(table, "wall_time_s", 1),
+            "wall vs baseline": table["wall_rel"].map(_num("{:.2f}")),
+            f"zero-shot acc ({n_tasks} tasks)": _formatted(table, "zeroshot_acc", 4),
+        }
+    )
+
+
+def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
+    scores = zeroshot_scores(frame)
+    parts = [
+        _stats(rows, f"{task}_{metric}")
+        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["variant"])
+    table = pd.concat(parts, axis=1)
+    return table.reindex(ordered_variants(table.index)).rename_axis("variant").reset_index()
+
+
+def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"variant": table["variant"]})
+    for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
+        shown[col.replace("_", " ")] = _formatted(table, col, 2 if "perplexity" in col else 4)
+    return shown
+
+
+def _window_mean(curve: pd.DataFrame, lo: float, hi: float) -> float:
+    rows = curve[(curve["step"] > lo) & (curve["step"] <= hi)]["train_loss"].dropna()
+    return float(rows.mean()) if len(rows) else math.nan
+
+
+def _jump_row(curve: pd.DataFrame, spec: RunSpec, boundary: int) -> dict:
+    """Full-model val loss at the last eval at or before ``boundary`` (steps done) and the first
+    after it; mean sampled-subnetwork train loss in a window each side."""
+    evals = curve.dropna(subset=["val_loss"])
+    before, after = evals[evals["step"] <= boundary], evals[evals["step"] > boundary]
+    lengths = expected_path_len(spec)
+    width = max(1.0, TRAIN_WINDOW * spec.steps)
+    row = {
+        "boundary_step": boundary,
+        "path_len_before": lengths[boundary - 1],
+        "path_len_after": lengths[boundary],
+        "val_before_step": before["step"].iloc[-1] if len(before) else np.nan,
+        "val_before": before["val_loss"].iloc[-1] if len(before) else np.nan,
+        "val_after_step": after["step"].iloc[0] if len(after) else np.nan,
+        "val_after": after["val_loss"].iloc[0] if len(after) else np.nan,
+        "train_before": _window_mean(curve, boundary - width, boundary),
+        "train_after": _window_mean(curve, boundary, boundary + width),
+    }
+    row["val_jump"] = row["val_after"] - row["val_before"]
+    row["train_jump"] = row["train_after"] - row["train_before"]
+    return row
+
+
+def transitions_table(curves: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
+    """One row per (variant with stages, seed, stage boundary): loss just before and after."""
+    rows = []
+    for variant in ordered_variants(curves["variant"].unique()):
+        spec = specs.get(variant)
+        if spec is None:
+            continue
+        for seed, curve in curves[curves["variant"] == variant].groupby("seed"):
+            curve = curve.sort_values("step")
+            for boundary in stage_boundaries(spec):
+                row = _jump_row(curve, spec, boundary)
+                rows.append({"variant": variant, "method": spec.method_name, "seed": seed} | row)
+    return pd.DataFrame(rows)
+
+
+def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return pd.DataFrame(
+        {
+            "variant": table["variant"],
+            "seed": table["seed"].astype(str),
+            "boundary (step)": table["boundary_step"].astype(int).astype(str),
+            "path length": [
+                f"{a:.2f} → {b:.2f}" for a, b in table[["path_len_before", "path_len_after"]].values
+            ],
+            "val loss before (step)": [
+                f"{v:.3f} ({s:.0f})" for v, s in table[["val_before", "val_before_step"]].values
+            ],
+            "val loss after (step)": [
+                f"{v:.3f} ({s:.0f})" for v, s in table[["val_after", "val_after_step"]].values
+            ],
+            "val jump": table["val_jump"].map(_num("{:+.3f}")),
+            "train loss jump (window mean)": table["train_jump"].map(_num("{:+.3f}")),
+        }
+    )
+
+
+def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+    """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
+    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+    curves = load_variant_curves(results_dir)
+    main, zs = main_table(frame, specs, curves), zeroshot_table(frame)
+    trans = transitions_table(curves, specs)
+    return [
+        *write_table(main, main_markdown(main), "raptr_table_main", out_dir),
+        *write_table(zs, zeroshot_markdown(zs), "raptr_table_zeroshot", out_dir),
+        *write_table(trans, transitions_markdown(trans), "raptr_table_transitions", out_dir),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results/raptr"))
+    parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
+    args = parser.parse_args(argv)
+    if collect_variants(args.results).empty:
+        print(f"raptr_tables: no metrics.json found under {args.results}", file=sys.stderr)
+        return 1
+    for path in write_tables(args.results, args.out or args.results / "tables"):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

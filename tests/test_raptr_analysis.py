@@ -1,0 +1,240 @@
+"""The RaPTr analysis layer on a fake but complete results tree (no training, no checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis import collect as collect_mod
+from analysis import raptr_claims, raptr_figures, raptr_report, raptr_runs, raptr_tables
+from analysis.spdf_claims import FAILED, HELD, UNTESTABLE
+
+N_LAYER, STEPS, SEEDS = 4, 40, (0, 1)
+RAPTR_METHOD = {
+    "name": "raptr",
+    "stages": [6, 8, 10, 12],
+    "fractions": None,
+    "reference_depth": 12,
+    "fixed_layers": ["first", "last"],
+    "sampling": "bernoulli",
+    "scaling": "inverse_p",
+    "freeze_skipped_optimizer": False,
+    "seed": 0,
+}
+METHODS = {
+    "baseline": {"name": "none"},
+    "raptr": RAPTR_METHOD,
+    "raptr_noscale": RAPTR_METHOD | {"scaling": "none"},
+    "raptr_nofixed": RAPTR_METHOD | {"fixed_layers": []},
+    "stacking": {
+        "name": "stacking",
+        "stages": [6, 9, 12],
+        "fractions": None,
+        "reference_depth": 12,
+    },
+    "pld": {
+        "name": "layer_drop",
+        "theta_bar": 0.5,
+        "gamma": 0.1,
+        "scaling": "inverse_p",
+        "freeze_skipped_optimizer": False,
+        "seed": 0,
+    },
+}
+FINAL = {
+    "baseline": 4.0,
+    "raptr": 4.005,
+    "raptr_noscale": 4.02,
+    "raptr_nofixed": 4.03,
+    "stacking": 4.01,
+    "pld": 4.04,
+}
+FLOPS = {
+    "baseline": 1.0,
+    "raptr": 0.8,
+    "raptr_noscale": 0.8,
+    "raptr_nofixed": 0.8,
+    "stacking": 0.8,
+    "pld": 0.85,
+}
+ACC = {"arc_easy": 0.4, "piqa": 0.6}
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def _val(variant: str, seed: int, step: int, spike: float = 0.0) -> float:
+    """Falls linearly to FINAL at the last step; ``spike`` is added just after step 20."""
+    return FINAL[variant] + seed * 0.002 + (STEPS - step) / 20 + (spike if 20 < step <= 25 else 0)
+
+
+def _run(root: Path, variant: str, seed: int, spike: float = 0.0) -> None:
+    run = root / "pretrain" / f"{variant}_seed{seed}"
+    config = {
+        "model": {"name": "fake", "n_layer": N_LAYER, "block_size": 16},
+        "train": {"steps": STEPS, "seq_len": 16},
+        "flops": {"convention": "megatron"},
+        "method": METHODS[variant],
+    }
+    _write(run / "config.yaml", yaml.safe_dump(config))
+    log = []
+    for step in range(1, STEPS + 1):
+        record = {
+            "step": step,
+            "tokens": step * 100,
+            "flops_cum": step * 1e6 * FLOPS[variant],
+            "train_loss": _val(variant, seed, step) + 0.1,
+            "path_len": 4,
+            "step_time_s": 0.1,
+        }
+        if step % 5 == 0:
+            record["val_loss"] = _val(variant, seed, step, spike if variant == "raptr" else 0)
+        log.append(json.dumps(record))
+    _write(run / "train_log.jsonl", "\n".join(log) + "\n")
+    _write(
+        run / "metrics.json",
+        {
+            "final_val_loss": _val(variant, seed, STEPS),
+            "flops_total": STEPS * 1e6 * FLOPS[variant],
+            "tokens": STEPS * 100,
+            "wall_time_s": 10.0 * FLOPS[variant] + seed,
+            "method": "x",
+            "steps": STEPS,
+        },
+    )
+    acc = {f"sparselm_{t}/acc": a + seed / 100 for t, a in ACC.items()}
+    _write(
+        root / "eval_zeroshot" / f"{variant}_seed{seed}" / "metrics.json",
+        acc | {"sparselm_wikitext/word_perplexity": 100.0},
+    )
+
+
+def make_tree(root: Path, spike: float = 0.0) -> Path:
+    for variant in METHODS:
+        for seed in SEEDS:
+            _run(root, variant, seed, spike)
+    return root
+
+
+@pytest.fixture()
+def results(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "raptr")
+
+
+def test_variant_folders_never_clash_with_spdf_folders() -> None:
+    assert collect_mod.parse_variant_dir("raptr_nofixed_seed12") == {
+        "variant": "raptr_nofixed",
+        "seed": 12,
+    }
+    assert collect_mod.parse_variant_dir("s0.75_seed0") is None
+    assert collect_mod.parse_run_dir("stacking_seed0", with_fraction=False) is None
+
+
+def test_collect_variants(results: Path) -> None:
+    frame = collect_mod.collect_variants(results)
+    assert set(frame["variant"]) == set(METHODS) and set(frame["seed"]) == set(SEEDS)
+    zero = frame[frame["stage"] == "eval_zeroshot"]
+    assert set(zero["task"]) == {"arc_easy", "piqa", "wikitext"}
+    assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
+    assert (results / "tables" / "runs.csv").is_file()
+    curves = collect_mod.load_variant_curves(results)
+    assert len(curves) == len(METHODS) * len(SEEDS) * STEPS
+
+
+def test_schedules_come_from_the_method_functions(results: Path) -> None:
+    specs = raptr_runs.load_specs(results)
+    assert raptr_runs.stage_boundaries(specs["raptr"]) == [10, 20, 30]
+    assert raptr_runs.stage_boundaries(specs["stacking"]) == [13, 27]
+    assert raptr_runs.stage_boundaries(specs["baseline"]) == []
+    assert raptr_runs.block_flop_ratio(specs["raptr"]) == pytest.approx(0.75)
+    assert raptr_runs.block_flop_ratio(specs["baseline"]) == 1.0
+    assert 0.5 < raptr_runs.block_flop_ratio(specs["pld"]) < 1.0
+    assert list(raptr_runs.expected_path_len(specs["raptr"])[[0, 9, 10, 39]]) == pytest.approx(
+        [2, 2, 8 / 3, 4]
+    )
+    assert "fixed=none" in raptr_runs.schedule_label(specs["raptr_nofixed"])
+
+
+def test_main_table_matches_hand_computation(results: Path) -> None:
+    frame = collect_mod.collect_variants(results)
+    curves = collect_mod.load_variant_curves(results)
+    specs = raptr_runs.load_specs(results)
+    table = raptr_tables.main_table(frame, specs, curves).set_index("variant")
+    assert list(table.index) == [
+        "baseline",
+        "raptr",
+        "raptr_noscale",
+        "raptr_nofixed",
+        "stacking",
+        "pld",
+    ]
+    raptr = table.loc["raptr"]
+    assert raptr["val_loss_mean"] == pytest.approx(4.005 + 0.001)
+    assert raptr["val_loss_delta_mean"] == pytest.approx(0.005)
+    assert raptr["val_loss_delta_ci95"] == pytest.approx(0.0, abs=1e-9)  # same offset per seed
+    assert raptr["flops_rel"] == pytest.approx(0.8)
+    assert raptr["block_flops_rel"] == pytest.approx(0.75)
+    assert raptr["wall_rel"] == pytest.approx((8.0 + 0.5) / (10.0 + 0.5))
+    assert raptr["zeroshot_acc_mean"] == pytest.approx(0.5 + 0.005)  # mean of acc tasks only
+    assert int(raptr["val_loss_n"]) == len(SEEDS)
+    # iso-FLOP: the baseline's (linear) curve at RaPTr's 0.8x FLOPs, i.e. at step 32
+    assert raptr["baseline_val_loss_at_flops"] == pytest.approx(4.0 + 0.001 + 8 / 20)
+
+
+def test_transitions_table_and_claims(tmp_path: Path) -> None:
+    for spike, verdict in ((0.0, HELD), (0.4, FAILED)):
+        root = make_tree(tmp_path / f"spike{spike}", spike)
+        trans = raptr_tables.transitions_table(
+            collect_mod.load_variant_curves(root), raptr_runs.load_specs(root)
+        )
+        at20 = trans[(trans["variant"] == "raptr") & (trans["boundary_step"] == 20)].iloc[0]
+        assert (at20["val_before_step"], at20["val_after_step"]) == (20, 25)
+        assert at20["val_jump"] == pytest.approx(-0.25 + spike)
+        assert raptr_claims.claim_transitions(trans).verdict == verdict
+    assert raptr_claims.claim_transitions(pd.DataFrame()).verdict == UNTESTABLE
+
+
+def test_loss_claim_verdicts(results: Path) -> None:
+    frame = collect_mod.collect_variants(results)
+    main = raptr_tables.main_table(frame, raptr_runs.load_specs(results))
+    claim = raptr_claims.claim_matched_loss(main)
+    assert claim.verdict == HELD and "20% fewer FLOPs" in claim.statement
+    worse = main.assign(val_loss_delta_mean=main["val_loss_delta_mean"] + 0.05)
+    assert raptr_claims.claim_matched_loss(worse).verdict == FAILED
+    no_base = main[main["variant"] != "baseline"]
+    assert raptr_claims.claim_matched_loss(no_base).verdict == UNTESTABLE
+    assert raptr_claims.claim_vs_baselines(main).verdict == HELD  # 4.005 ≤ 4.01, 4.04 (+0.01)
+    assert raptr_claims.claim_ablation(main).verdict == HELD
+    assert math.isclose(raptr_claims.flop_saving(main), 20.0)
+
+
+def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
+    assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
+    assert raptr_tables.main(["--results", str(results)]) == 0
+    assert raptr_figures.main(["--results", str(results)]) == 0
+    for stem in raptr_report.FIGURES:
+        for ext in ("png", "pdf", "csv"):
+            assert (results / "figures" / f"{stem}.{ext}").stat().st_size > 0
+    schedule = pd.read_csv(results / "figures" / "raptr_fig_schedule.csv")
+    assert set(schedule["source"]) == {"schedule", "logged"}
+    out = tmp_path / "reports" / "raptr.md"
+    assert raptr_report.main(["--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "RaPTr matched baseline loss (within 0.01 nats) at 20% fewer FLOPs: HELD" in text
+    assert "Stage transitions stable (no loss spike above 0.05 nats after a boundary): HELD" in text
+    assert (tmp_path / "reports" / "raptr_figures" / "raptr_fig_schedule.png").is_file()
+    assert "](raptr_figures/raptr_fig_ablation.png)" in text
+    assert raptr_report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert out.read_text() == text  # no dates: the same results give the same report
+
+
+def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
+    assert raptr_report.main(["--results", str(results), "--out", str(tmp_path / "r.md")]) == 1
+    assert "raptr_report:" in capsys.readouterr().err
