@@ -9,7 +9,6 @@ regenerating it from the same results gives the same file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from analysis.raptr_runs import (
     schedule_label,
 )
 from analysis.spdf_claims import Claim
-from analysis.spdf_report import ReportInputError, _link, claims_section, copy_figures
+from analysis.spdf_report import ReportInputError, _link, claims_section, publish
 
 TABLES = {
     "raptr_table_main": "Main comparison: final full-model val loss, FLOPs, wall clock, "
@@ -191,12 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as err:
         print(f"raptr_report: {err}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    inputs.figures.update(copy_figures(inputs.figures, args.out))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(render(inputs, args.out))
-    os.replace(tmp, args.out)
-    print(args.out)
+    publish(inputs, args.out, render)
     return 0
 
 

@@ -12,9 +12,10 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -211,13 +212,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportInputError as err:
         print(f"spdf_report: {err}", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    inputs.figures.update(copy_figures(inputs.figures, args.out))
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(render(inputs, args.out))
-    os.replace(tmp, args.out)
-    print(args.out)
+    publish(inputs, args.out, render)
     return 0
+
+
+def publish(inputs: Any, out: Path, render_fn: Callable[[Any, Path], str]) -> None:
+    """Copy the figures beside ``out``, then write the rendered report atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    inputs.figures.update(copy_figures(inputs.figures, out))
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render_fn(inputs, out))
+    os.replace(tmp, out)
+    print(out)
 
 
 def copy_figures(figures: dict[str, Path], out: Path) -> dict[str, Path]:

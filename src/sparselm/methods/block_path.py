@@ -12,6 +12,7 @@ step (``GPT.forward(plan=...)``). This module holds the parts they have in commo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,7 @@ def bernoulli_path(rng: np.random.Generator, keep_probs: Sequence[float]) -> lis
     return [layer for layer, (x, p) in enumerate(zip(u, keep_probs, strict=True)) if x < p]
 
 
-class BlockPathHook(TrainHook):
+class BlockPathHook(TrainHook, ABC):
     """Runs ``plan_at(step)`` and nothing else; subclasses say which blocks and at what scale.
 
     ``freeze_skipped_optimizer``:
@@ -60,9 +61,9 @@ class BlockPathHook(TrainHook):
         self._block_params: list[list[nn.Parameter]] = []
         self._cache: tuple[int, list[tuple[int, float]]] | None = None
 
+    @abstractmethod
     def plan_at(self, step: int) -> list[tuple[int, float]]:
         """The (layer, residual scale) pairs to run at ``step``: a pure function of the step."""
-        raise NotImplementedError
 
     def plan(self, step: int) -> list[tuple[int, float]]:
         # the loop asks several times per step (forward, grads, FLOPs, log): draw once
