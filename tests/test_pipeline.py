@@ -34,11 +34,10 @@ def snakemake(*args: str, data_dir: Path, env_extra: dict | None = None):
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
 
-@pytest.fixture(scope="module")
-def study(data_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("study")
+def run_smoke_study(target: str, data_dir: Path, out: Path) -> Path:
+    """Run one study's target at smoke scale into ``out`` (results, reports, prepared data)."""
     proc = snakemake(
-        "reproduce_spdf",
+        target,
         "--config",
         "scale=smoke",
         f"data_dir={data_dir}",
@@ -49,6 +48,11 @@ def study(data_dir, tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def study(data_dir, tmp_path_factory) -> Path:
+    return run_smoke_study("reproduce_spdf", data_dir, tmp_path_factory.mktemp("study"))
 
 
 def test_every_stage_wrote_its_files(study):

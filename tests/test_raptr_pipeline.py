@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import snakemake
+from test_pipeline import run_smoke_study, snakemake
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,19 +22,7 @@ VERDICT = r"(HELD|DID NOT HOLD|NOT TESTABLE)"
 
 @pytest.fixture(scope="module")
 def study(data_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("raptr_study")
-    proc = snakemake(
-        "reproduce_raptr",
-        "--config",
-        "scale=smoke",
-        f"data_dir={data_dir}",
-        f"results_dir={out}/results",
-        f"reports_dir={out}/reports",
-        data_dir=data_dir,
-        env_extra={"SPARSELM_PREPARED_DIR": str(out / "prep")},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out
+    return run_smoke_study("reproduce_raptr", data_dir, tmp_path_factory.mktemp("raptr_study"))
 
 
 def test_every_variant_and_seed_ran_and_was_scored(study):
