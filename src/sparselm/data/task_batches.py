@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from sparselm.data.batches import Batch
 from sparselm.data.tasks import TaskExample, format_completion, format_prompt
 from sparselm.errors import ConfigError, DataError
-from sparselm.tokenizer import eot_id
+from sparselm.tokenizer import EOT, eot_id
 
 IGNORE_INDEX = -100  # torch cross_entropy's default ignore_index
 
@@ -57,13 +57,17 @@ class TaskBatches:
         fraction: float = 1.0,
         subset_seed: int = 0,
         grad_accum: int = 1,
+        eot: int | None = None,
     ) -> None:
         if seq_len < 1 or micro_batch_size < 1 or grad_accum < 1:
             raise ValueError("seq_len, micro_batch_size and grad_accum must be >= 1")
         if not train or not val:
             raise DataError(f"task has {len(train)} train and {len(val)} validation examples")
         keep = subset_indices(len(train), fraction, subset_seed)
-        self.eot = eot_id(tok)
+        # a foreign tokenizer (Hugging Face model) may not know our EOT text: then `eot` is its
+        # EOS id, used as the prompt's leading token, the completion's end and the padding
+        self.eot = eot_id(tok) if eot is None else eot
+        self._eot_as_id = eot is not None
         self.seq_len = seq_len
         self.micro_batch_size = micro_batch_size
         self.grad_accum = grad_accum
@@ -80,12 +84,19 @@ class TaskBatches:
         examples = self._train if split == "train" else self._val
         todo = [i for i in dict.fromkeys(indices) if (split, i) not in self._cache]
         if todo:
-            prompts = self._tok.encode_batch([format_prompt(examples[i].context) for i in todo])
+            texts = [format_prompt(examples[i].context) for i in todo]
+            if self._eot_as_id:
+                texts = [t.removeprefix(EOT) for t in texts]
+            prompts = [
+                ([self.eot] if self._eot_as_id else []) + e.ids
+                for e in self._tok.encode_batch(texts, add_special_tokens=False)
+            ]
             comps = self._tok.encode_batch(
-                [format_completion(examples[i].completion) for i in todo]
+                [format_completion(examples[i].completion) for i in todo],
+                add_special_tokens=False,
             )
             for i, p, c in zip(todo, prompts, comps, strict=True):
-                self._cache[(split, i)] = build_sequence(p.ids, c.ids + [self.eot], self.seq_len)
+                self._cache[(split, i)] = build_sequence(p, c.ids + [self.eot], self.seq_len)
         return [self._cache[(split, i)] for i in indices]
 
     def _collate(self, seqs: list[tuple[list, int]]) -> Batch:
