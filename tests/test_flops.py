@@ -16,6 +16,7 @@ from sparselm.flops import (
     LINEAR_KINDS,
     FlopLedger,
     ModelShape,
+    dense_weight_grad_overhead,
     forward_flops_per_token,
     load_model_config,
     reduction,
@@ -276,3 +277,20 @@ def test_cli_raptr_ratios() -> None:
         assert report["raptr_block_only_ratio"] < report["raptr_all_inclusive_ratio"] < 1.0
     proc = _cli("model=gpt2_small", "raptr.stages=[6,x]")
     assert proc.returncode == 2 and "raptr.stages" in proc.stderr
+
+
+def test_dense_weight_grad_overhead_closed_form() -> None:
+    """mst.md §4: an update step adds Σ 2·n_in·n_out·(1 − δ) per token, head included."""
+    density = {"q": 0.1, "mlp_in": 0.25}
+    plain = train_flops_per_token(GPT2_SMALL, density=density, head_density=0.5)
+    update = train_flops_per_token(
+        GPT2_SMALL, density=density, head_density=0.5, dense_weight_grad=True
+    )
+    d, f, v = 768, 3072, 50257
+    expected = 12 * 2 * (d * d * 0.9 + d * f * 0.75) + 2 * d * v * 0.5
+    assert update["dst_overhead"] == pytest.approx(expected, rel=1e-12)
+    assert update["total"] == pytest.approx(plain["total"] + expected, rel=1e-12)
+    assert "dst_overhead" not in plain  # off by default: existing numbers unchanged
+    assert dense_weight_grad_overhead(GPT2_SMALL) == 0.0  # a dense model pays nothing extra
+    half = dense_weight_grad_overhead(GPT2_SMALL, density=density, executed_block_frac=0.5)
+    assert half == pytest.approx(12 * (d * d * 0.9 + d * f * 0.75))

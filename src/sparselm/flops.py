@@ -178,8 +178,14 @@ def train_flops_per_token(
     executed_block_frac: float = 1.0,
     attn_density: float = 1.0,
     convention: str = DEFAULT_CONVENTION,
+    dense_weight_grad: bool = False,
 ) -> dict[str, float]:
-    """Training FLOPs per token: 3 × forward (forward, activation grad, weight grad)."""
+    """Training FLOPs per token: 3 × forward (forward, activation grad, weight grad).
+
+    ``dense_weight_grad`` marks a dynamic-sparse-training update step (mst.md §4): the
+    weight-gradient matmul of every sparse linear runs at full density to score growth, so
+    ``dst_overhead`` (see ``dense_weight_grad_overhead``) is added to ``total``.
+    """
     fwd = forward_flops_per_token(
         shape,
         density=density,
@@ -188,7 +194,35 @@ def train_flops_per_token(
         attn_density=attn_density,
         convention=convention,
     )
-    return {key: 3.0 * value for key, value in fwd.items()}
+    out = {key: 3.0 * value for key, value in fwd.items()}
+    if dense_weight_grad:
+        out["dst_overhead"] = dense_weight_grad_overhead(
+            shape,
+            density=density,
+            head_density=head_density,
+            executed_block_frac=executed_block_frac,
+        )
+        out["total"] += out["dst_overhead"]
+    return out
+
+
+def dense_weight_grad_overhead(
+    shape: ModelShape,
+    *,
+    density: Mapping[str, float] | None = None,
+    head_density: float = 1.0,
+    executed_block_frac: float = 1.0,
+) -> float:
+    """Extra FLOPs per token of a dense weight gradient on top of the sparse one.
+
+    ``Σ 2·n_in·n_out·(1 − δ)`` over the block linears (scaled by ``executed_block_frac``)
+    and the head: what RigL-style growth pays on a mask-update step. Zero for dense weights.
+    """
+    block_frac = _check_fraction("executed_block_frac", executed_block_frac)
+    head_density = _check_fraction("head_density", head_density)
+    per_layer = _linear_flops(shape, None) - _linear_flops(shape, density)
+    head = 2.0 * shape.d_model * shape.vocab_size * (1.0 - head_density)
+    return shape.n_layer * block_frac * per_layer + head
 
 
 def reduction(shape: ModelShape, sparsity: float, convention: str = DEFAULT_CONVENTION) -> float:
