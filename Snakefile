@@ -1,6 +1,7 @@
 # Entry point of the study pipeline: includes the rule files and names the targets. No logic.
 #   snakemake --cores all reproduce_spdf [--config scale=smoke data_dir=../shared/data]
 #   snakemake --cores all reproduce_raptr [--config ...]
+#   snakemake --cores all reproduce_squarehead [--config ...]
 
 
 configfile: "pipelines/config/default.yaml"
@@ -16,6 +17,7 @@ include: "pipelines/finetune.smk"
 include: "pipelines/evaluate.smk"
 include: "pipelines/analysis.smk"
 include: "pipelines/raptr.smk"
+include: "pipelines/squarehead.smk"
 
 
 rule reproduce_spdf:
@@ -31,6 +33,13 @@ rule reproduce_raptr:
         rules.report_raptr.output,
 
 
+rule reproduce_squarehead:
+    """The SquareHead study: prune the dense fine-tuned model, fine-tune each loss with the
+    mask fixed, score, tables, figures and report."""
+    input:
+        rules.report_squarehead.output,
+
+
 rule figures:
     """Regenerate every study's tables and figures from the results already there."""
     input:
@@ -38,3 +47,5 @@ rule figures:
         rules.figures_spdf.output,
         rules.tables_raptr.output,
         rules.figures_raptr.output,
+        rules.tables_squarehead.output,
+        rules.figures_squarehead.output,

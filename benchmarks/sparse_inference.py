@@ -9,6 +9,8 @@ Workloads, each at 50-90 % sparsity against the dense matmul of the same (masked
   block norm: BSR cannot exploit unstructured zeros);
 * the tiny GPT's whole forward (4 layers, d=128, 8x128 tokens) with every block linear in CSR
   (embeddings, attention and the LM head stay dense);
+* greedy generation with that model (batch 1, 16-token prompt, 32 new tokens, no EOS stop):
+  the evaluation harness's own decoder, where each step's matmuls are thin;
 * CUDA only: 2:4 semi-structured weights (``to_sparse_semi_structured``) in fp16.
 
 Times are medians over repeats; dense and sparse alternate order each repeat and the speedup
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparselm.evaluation.generation import greedy_decode
 from sparselm.model import GPT, GPTConfig
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.sparsity.masks import magnitude_mask
@@ -198,6 +201,39 @@ def model_rows(device: torch.device, repeats: int) -> list[Row]:
     return rows
 
 
+GEN_PROMPT, GEN_NEW = 16, 32
+
+
+def generation_rows(device: torch.device, repeats: int) -> list[Row]:
+    """Greedy decoding latency, dense vs CSR block linears, same masked weights."""
+    rows = []
+    prompt = torch.randint(
+        0, TINY.vocab_size, (GEN_PROMPT,), generator=torch.Generator().manual_seed(2)
+    )
+    prompt = prompt.tolist()
+    for s in SPARSITIES:
+        torch.manual_seed(0)
+        dense = GPT(TINY).to(device).eval()
+        targets = dense.block_linears()
+        MaskSet.from_targets(targets, one_shot_magnitude(targets, s)).apply_to_weights()
+        sparse = GPT(TINY).to(device).eval()
+        sparse.load_state_dict(dense.state_dict())
+        to_csr_model(sparse)
+
+        def run(model: GPT) -> list[int]:
+            return greedy_decode(model, prompt, GEN_NEW, eos_id=None)
+
+        if run(sparse) != run(dense):
+            raise AssertionError(f"CSR and dense greedy outputs differ at sparsity {s}")
+        row = Row("tiny GPT greedy generation", f"1x{GEN_PROMPT}+{GEN_NEW} tok", f"{s:.0%}",
+                  "CSR block linears")  # fmt: skip
+        row.dense_ms, row.sparse_ms, row.speedup = paired(
+            lambda dense=dense: run(dense), lambda sparse=sparse: run(sparse), device, repeats, 1
+        )
+        rows.append(row)
+    return rows
+
+
 def semi_structured_rows(device: torch.device, repeats: int) -> list[Row]:
     """2:4 on CUDA (Ampere or newer), fp16; skipped elsewhere."""
     rows = []
@@ -290,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
     warnings.filterwarnings("ignore", message=".*Sparse BSR tensor support is in beta.*")
     rows = layer_rows(device, args.repeats) + model_rows(device, args.repeats)
+    rows += generation_rows(device, args.repeats)
     if device.type == "cuda":
         rows += semi_structured_rows(device, args.repeats)
     text = header(device, argv, load_start) + "\n" + table(rows) + "\n" + NOTES

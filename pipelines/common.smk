@@ -29,6 +29,9 @@ SPDF = config["spdf"]["grids"][SCALE]
 if SCALE not in config["raptr"]["grids"]:
     raise ValueError(f"bad study config: key raptr.grids has no grid for scale={SCALE!r}")
 RAPTR = config["raptr"]["grids"][SCALE]
+if SCALE not in config["squarehead"]["grids"]:
+    raise ValueError(f"bad study config: key squarehead.grids has no grid for scale={SCALE!r}")
+SQHEAD = config["squarehead"]["grids"][SCALE]
 
 
 def _pretrain_datasets(scale: str) -> list[str]:
@@ -48,6 +51,9 @@ wildcard_constraints:
     seed=r"\d{1,9}",
     task=r"[a-z0-9]{1,32}",
     variant=r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*",  # no dots: never an SPDF s<sparsity> folder
+    pruner=r"magnitude|sparsegpt|gradual",
+    target=r"s\d\.\d{1,6}|nm\d+x\d+",  # unstructured sparsity s0.7, or N:M as nm2x4
+    loss=r"ce(?:_kl)?(?:_squarehead)?",
 
 
 def fmt(x) -> str:
@@ -124,3 +130,37 @@ def raptr_runs() -> dict[str, list[str]]:
     runs = dict(variant=list(RAPTR["variants"]), seed=RAPTR["seeds"])
     return {stage: expand(f"{RESULTS}/raptr/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
             for stage in ("pretrain", "eval_zeroshot")}
+
+
+def sqhead_targets() -> list[str]:
+    """Run-folder names of the pruning targets: s0.7 (unstructured), nm2x4 (N:M)."""
+    return ([f"s{fmt(s)}" for s in SQHEAD["sparsities"]]
+            + [f"nm{p.replace(':', 'x')}" for p in SQHEAD["nm"]])
+
+
+def prune_target_overrides(target: str) -> str:
+    if target.startswith("nm"):
+        return f"prune.nm='{target[2:].replace('x', ':')}'"
+    return f"prune.sparsity={target[1:]}"
+
+
+def sqhead_overrides() -> str:
+    words = shlex.split(SQHEAD["overrides"])
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def sqhead_runs() -> dict[str, list[str]]:
+    """Every metrics.json the SquareHead grid of this scale reads (teachers included)."""
+    g = SQHEAD
+    grid = dict(task=[g["task"]], pruner=g["pruners"], target=sqhead_targets(),
+                loss=g["losses"], seed=g["seeds"])
+    name = "{task}/{pruner}_{target}_{loss}_seed{seed}/metrics.json"
+    return {
+        "sparse_finetune": expand(f"{RESULTS}/squarehead/sparse_finetune/{name}", **grid),
+        "eval_sparse_nlg": expand(f"{RESULTS}/squarehead/eval_sparse_nlg/{name}", **grid),
+        "eval_teacher_nlg": expand(
+            f"{RESULTS}/squarehead/eval_teacher_nlg/{{task}}/dense_seed{{seed}}/metrics.json",
+            task=[g["task"]], seed=g["seeds"]),
+        "teacher": expand(f"{RESULTS}/spdf/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json",
+                          task=[g["task"]], seed=g["seeds"]),
+    }

@@ -1,0 +1,145 @@
+"""Gather the SquareHead study into ``tables/runs.csv`` (one row per run) and ``curves.csv``.
+
+    python -m analysis.squarehead_runs --results results/squarehead --teachers <run> [...]
+
+Run facts (pruner, target, loss, seed) come from folder names, as Snakemake asked for them:
+``sparse_finetune/<task>/<pruner>_<target>_<loss>_seed<seed>``. Teachers (the dense fine-tuned
+runs) become rows with ``pruner=none, loss=dense, sparsity=0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUN_PATTERN = re.compile(
+    r"^(?P<pruner>magnitude|sparsegpt|gradual)_(?P<target>s\d\.\d+|nm\d+x\d+)_"
+    r"(?P<loss>ce(?:_kl)?(?:_squarehead)?)_seed(?P<seed>\d+)$"
+)
+TEACHER_PATTERN = re.compile(r"^dense_seed(?P<seed>\d+)$")
+LOSS_ORDER = ("ce", "ce_kl", "ce_squarehead", "ce_kl_squarehead")
+LOSS_LABELS = {
+    "ce": "CE",
+    "ce_kl": "CE+KL",
+    "ce_squarehead": "CE+SquareHead",
+    "ce_kl_squarehead": "CE+KL+SquareHead",
+    "dense": "dense teacher",
+}
+PRUNER_LABELS = {"magnitude": "magnitude", "sparsegpt": "SparseGPT", "gradual": "gradual"}
+TRAIN_FIELDS = ["final_val_loss", "dense_val_loss", "pruned_val_loss", "mask_sparsity", "steps",
+                "flops_total", "wall_time_s", "train_examples"]  # fmt: skip
+CURVE_FIELDS = ["step", "loss_total", "loss_ce", "loss_kl", "loss_squarehead", "train_loss",
+                "val_loss"]  # fmt: skip
+
+
+class StudyInputError(Exception):
+    """A results folder that does not hold what the study should have written."""
+
+
+def parse_run(name: str) -> dict[str, Any] | None:
+    match = RUN_PATTERN.match(name)
+    if match is None:
+        return None
+    target = match["target"]
+    nm = target[2:].replace("x", ":") if target.startswith("nm") else None
+    return {
+        "pruner": match["pruner"],
+        "target": nm if nm else target[1:],
+        "loss": match["loss"],
+        "seed": int(match["seed"]),
+    }
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StudyInputError(f"{path}: unreadable metrics ({e})") from None
+
+
+def _task_metrics(evals: dict[str, Any], task: str) -> dict[str, float]:
+    """``sparselm_e2e_nlg/bleu`` -> ``bleu`` for this task's NLG scores."""
+    prefix = f"sparselm_{task}_nlg/" if task == "e2e" else f"sparselm_{task}/"
+    return {k.removeprefix(prefix): v for k, v in evals.items() if k.startswith(prefix)}
+
+
+def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, curves = [], []
+    for metrics_path in sorted((results / "sparse_finetune").glob("*/*/metrics.json")):
+        run_dir = metrics_path.parent
+        facts = parse_run(run_dir.name)
+        if facts is None:
+            continue
+        task = run_dir.parent.name
+        train = _read(metrics_path)
+        eval_path = results / "eval_sparse_nlg" / task / run_dir.name / "metrics.json"
+        evals = _read(eval_path) if eval_path.is_file() else {}
+        rows.append(
+            {
+                "task": task,
+                **facts,
+                # N:M targets sit on the sparsity axis at their realised (mask) sparsity
+                "sparsity": round(float(train["mask_sparsity"]), 4),
+                **{k: train.get(k) for k in TRAIN_FIELDS},
+                **_task_metrics(evals, task),
+                "layerwise_error_pruned": json.dumps(train.get("layerwise_error_pruned")),
+                "layerwise_error_final": json.dumps(train.get("layerwise_error_final")),
+            }
+        )
+        curves.extend(_curve(run_dir, {"task": task, **facts}))
+    for teacher in teachers:
+        task, seed = Path(teacher).parent.name, int(Path(teacher).name.rsplit("seed", 1)[1])
+        train = _read(Path(teacher) / "metrics.json")
+        eval_path = results / "eval_teacher_nlg" / task / f"dense_seed{seed}" / "metrics.json"
+        evals = _read(eval_path) if eval_path.is_file() else {}
+        rows.append(
+            {
+                "task": task, "pruner": "none", "target": "0.0", "loss": "dense", "seed": seed,
+                "sparsity": 0.0, "final_val_loss": train.get("final_val_loss"),
+                "steps": train.get("steps"), **_task_metrics(evals, task),
+            }
+        )  # fmt: skip
+    if not rows:
+        raise StudyInputError(f"{results}/sparse_finetune: no finished runs")
+    return pd.DataFrame(rows), pd.DataFrame(curves, columns=[*RUN_PATTERN.groupindex, "task",
+                                                              *CURVE_FIELDS])  # fmt: skip
+
+
+def _curve(run_dir: Path, facts: dict[str, Any]) -> list[dict[str, Any]]:
+    log = run_dir / "train_log.jsonl"
+    if not log.is_file():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        out.append({**facts, **{k: record.get(k) for k in CURVE_FIELDS}})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--teachers", type=Path, nargs="*", default=[])
+    args = ap.parse_args(argv)
+    try:
+        runs, curves = collect(args.results, args.teachers)
+    except StudyInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tables = args.results / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(tables / "runs.csv", index=False)
+    curves.to_csv(tables / "curves.csv", index=False)
+    print(f"{len(runs)} runs, {len(curves)} log rows -> {tables}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
