@@ -6,7 +6,8 @@ The model knows nothing of sparsity or of any training method. It exposes what m
   (q, k, v, attn_out, mlp_in, mlp_out). Q, K and V live in one fused matrix but each is
   addressable as its own row slice.
 * ``forward(..., plan=...)``: which blocks run, in which order, and with what residual scale.
-* ``forward(..., attn_mask=...)``: an attention mask for every layer, or one per layer.
+* ``forward(..., attn_mask=...)``: an attention mask for every layer, or one per layer; a
+  mask is a boolean tensor or an ``AttentionFn`` that computes attention itself.
 * ``forward(..., return_hidden=True)``: the residual stream after every layer.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +72,17 @@ class GPTOutput:
 
 # A plan lists (layer index, residual scale) for the blocks to run, in order.
 BlockPlan = Sequence[tuple[int, float]]
-AttnMask = torch.Tensor | None
+
+
+class AttentionFn(Protocol):
+    """Computes attention itself: (B, heads, T, head_dim) q, k, v -> the same shape."""
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float
+    ) -> torch.Tensor: ...
+
+
+AttnMask = torch.Tensor | AttentionFn | None
 
 
 class CausalSelfAttention(nn.Module):
@@ -89,8 +101,11 @@ class CausalSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        else:  # a boolean pattern (True = may attend); causality is the caller's job
+        elif isinstance(attn_mask, torch.Tensor):
+            # a boolean pattern (True = may attend); causality is the caller's job
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            y = attn_mask(q, k, v, p)
         return self.out(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
