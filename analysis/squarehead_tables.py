@@ -23,6 +23,7 @@ SCORES = {  # column in runs.csv -> shown name; BLEU & co. come from lm-eval
     "bleu": "BLEU",
     "final_val_loss": "val CE after FT",
     "pruned_val_loss": "val CE after pruning",
+    "inference_flops_ratio": "inference FLOPs, dense / sparse",
 }
 
 

@@ -81,6 +81,7 @@ def test_one_shot_prune_then_fixed_mask_finetune_keeps_masks_exact(
     assert m["steps"] == 8 and m["prune_method"] == pruner
     assert len(m["layerwise_error_pruned"]) == len(m["layerwise_error_final"]) == 2
     assert m["pruned_val_loss"] > 0 and m["dense_val_loss"] > 0
+    assert m["inference_flops_ratio"] > 1.0  # the head and attention stay dense: not 1/0.3
     # the saved student is as sparse as its mask; the teacher's files are untouched
     saved = load_file(next((tmp_path / "run").glob("checkpoints/step_*/model.safetensors")))
     block = [v for k, v in saved.items() if k.startswith("blocks.") and v.dim() == 2]

@@ -15,7 +15,7 @@ fine-tuning, and whether the masks stayed exact. An HF student is also saved as 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ def main(argv: Sequence[str]) -> int:
     config_yaml = save_resolved_config(cfg, run_dir)
     tracker = builders.tracker(cfg, run_dir, job_type="sparse_finetune")
     student.train()
+    flops = SparseFTFlops(student, batches.seq_len, distill_cfg)
     run = TrainRun(
         model=student,
         optimizer=build_adamw(student, optim_cfg),
@@ -91,7 +92,7 @@ def main(argv: Sequence[str]) -> int:
         out_dir=run_dir,
         hooks=hooks,
         tracker=tracker,
-        flops_per_token=sparse_ft_flops(student, batches.seq_len, distill_cfg),
+        flops_per_token=flops,
         config_yaml=config_yaml,
     )
 
@@ -99,9 +100,12 @@ def main(argv: Sequence[str]) -> int:
         check = prune_setup.mask_check(mask_hook, expected_nnz)
         if not (check["mask_zero_outside"] and check["mask_nnz_unchanged"]):
             raise RuntimeError(f"masks did not stay exact through fine-tuning: {check}")
+        density = mask_hook.flop_factors(steps - 1).get("density", {})
         return {
             **before,
             **check,
+            # squarehead.md §6: the per-token inference saving that goes with the accuracy
+            "inference_flops_ratio": flops.forward({}) / flops.forward(density),
             "layerwise_error_final": mean_layerwise_error(student, teacher, val),
             "task": cfg.task.name,
             "prune_method": prune_cfg.method,
@@ -189,38 +193,34 @@ def mean_layerwise_error(
     return [s / len(val) for s in sums]
 
 
-def sparse_ft_flops(
-    model: nn.Module, seq_len: int, distill: DistillConfig
-) -> Callable[[dict[str, Any]], float]:
+class SparseFTFlops:
     """Per-token training FLOPs (squarehead.md §6): 3·F_fwd(student at its density), plus a
-    dense teacher forward when a distillation term needs it.
+    dense teacher forward when a distillation term needs it. Called by the loop's ledger.
 
     Counted from the model's own block linears, so it holds for our GPT and for HF models
     alike (gated MLPs included); attention is the full T×T score matrix.
     """
-    linears = model.block_linears()
-    layers = len({t.layer for t in linears})
-    head = model.lm_head.weight
-    vocab, d_model = head.shape
-    block_params = {kind: 0 for kind in {t.kind for t in linears}}
-    for t in linears:
-        block_params[t.kind] += t.shape[0] * t.shape[1]
-    shape = ModelShape(
-        n_layer=1, d_model=d_model, n_head=1, d_ff=1, seq_len=seq_len, vocab_size=vocab
-    )
-    attention = forward_flops_per_token(shape)["attention"] * layers
-    head_flops = 2.0 * vocab * d_model
 
-    def forward(density: dict[str, float]) -> float:
-        linear = sum(2.0 * n * density.get(kind, 1.0) for kind, n in block_params.items())
-        return linear + attention + head_flops
+    def __init__(self, model: nn.Module, seq_len: int, distill: DistillConfig) -> None:
+        linears = model.block_linears()
+        vocab, d_model = model.lm_head.weight.shape
+        self.block_params: dict[str, int] = {}
+        for t in linears:
+            self.block_params[t.kind] = self.block_params.get(t.kind, 0) + t.shape[0] * t.shape[1]
+        shape = ModelShape(
+            n_layer=1, d_model=d_model, n_head=1, d_ff=1, seq_len=seq_len, vocab_size=vocab
+        )
+        layers = len({t.layer for t in linears})
+        self.fixed = forward_flops_per_token(shape)["attention"] * layers + 2.0 * vocab * d_model
+        self.teacher = self.forward({}) if (distill.kl > 0 or distill.squarehead > 0) else 0.0
 
-    teacher = forward({}) if (distill.kl > 0 or distill.squarehead > 0) else 0.0
+    def forward(self, density: dict[str, float]) -> float:
+        """Forward FLOPs per token with block linears at ``density`` (per kind; default 1)."""
+        linear = sum(2.0 * n * density.get(k, 1.0) for k, n in self.block_params.items())
+        return linear + self.fixed
 
-    def per_token(factors: dict[str, Any]) -> float:
-        return 3.0 * forward(factors.get("density") or {}) + teacher
-
-    return per_token
+    def __call__(self, factors: dict[str, Any]) -> float:
+        return 3.0 * self.forward(factors.get("density") or {}) + self.teacher
 
 
 if __name__ == "__main__":
