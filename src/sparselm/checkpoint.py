@@ -11,6 +11,9 @@ Layout of ``<run>/checkpoints/step_<N>/``::
 
 A checkpoint is written into a temporary folder, then renamed into place; ``latest`` names the
 newest complete one. A crash mid-write leaves only a temporary folder that is never read.
+
+Tensors are always full (unsharded), so a checkpoint loads on any number of ranks: an FSDP
+model gathers them on rank 0 to save and takes its shards from the full tensors on load.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sparselm.distributed import is_sharded
 from sparselm.errors import CheckpointError
 from sparselm.optim import parameter_names
 
@@ -49,18 +53,24 @@ def save_checkpoint(
     hook_states: dict[str, dict],
     config_yaml: str,
     keep_last: int = 2,
+    write: bool = True,
 ) -> Path:
+    """Write the checkpoint folder; ``write=False`` (ranks other than 0) writes nothing but
+    still takes part in gathering the shards of an FSDP model."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{state.step:08d}"
+    if not write and not is_sharded(model):
+        return final
+    weights = model_tensors(model)  # FSDP: a collective, so every rank gets here
+    tensors, groups = _optimizer_tensors(model, optimizer) if optimizer is not None else ({}, [])
+    if not write:
+        return final
     tmp = root / f".tmp_step_{state.step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(model_tensors(model), tmp / "model.safetensors")
+    save_file(weights, tmp / "model.safetensors")
     if optimizer is not None:
-        tensors, groups = _optimizer_tensors(model, optimizer)
         save_file(tensors, tmp / "optimizer.safetensors")
-    else:
-        groups = []
     flat_hooks = {
         f"{h}/{k}": v.detach().cpu().contiguous()
         for h, sd in hook_states.items()
@@ -85,10 +95,19 @@ def save_checkpoint(
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with each tied tensor once, under its first name (``wte.weight`` for the
-    LM head; the same rule covers wrapped Hugging Face models, whose names differ)."""
+    LM head; the same rule covers wrapped Hugging Face models, whose names differ).
+
+    For an FSDP model every rank must call this; rank 0 gets the full tensors, the others {}.
+    """
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        state = get_model_state_dict(model, options=_full_options())
+    else:
+        state = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     seen: set[tuple] = set()
-    for k, v in model.state_dict().items():
+    for k, v in state.items():
         alias = (v.device, v.data_ptr(), tuple(v.shape), v.stride())
         if k in TIED_KEYS or (v.numel() and alias in seen):
             continue
@@ -115,17 +134,43 @@ def load_model_weights(ckpt: Path, model: nn.Module) -> None:
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; expected a sparselm checkpoint folder")
     saved = load_file(file)
-    own = model_tensors(model)
+    own = _own_shapes(model)
     missing = sorted(set(own) - set(saved))
     if missing:
         raise CheckpointError(f"{file}: lacks tensor {missing[0]!r}; it was made for another model")
-    for k, v in own.items():
-        if saved[k].shape != v.shape:
+    for k, shape in own.items():
+        if saved[k].shape != shape:
             raise CheckpointError(
                 f"{file}: tensor {k!r} has shape {tuple(saved[k].shape)} but this model needs "
-                f"{tuple(v.shape)}; check model.* against the checkpoint's config.yaml"
+                f"{tuple(shape)}; check model.* against the checkpoint's config.yaml"
             )
+    if is_sharded(model):  # every rank read the full tensors; each keeps its own shard
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        options = _full_options(cpu_offload=False)
+        set_model_state_dict(model, {k: saved[k] for k in own}, options=options)
+        return
     model.load_state_dict({k: saved[k] for k in own}, strict=False)
+
+
+def _own_shapes(model: nn.Module) -> dict[str, torch.Size]:
+    """Name -> (global) shape of every tensor ``model_tensors`` would save."""
+    if not is_sharded(model):
+        return {k: v.shape for k, v in model_tensors(model).items()}
+    seen: set[int] = set()
+    out = {}
+    for k, v in model.state_dict().items():  # DTensors report their global shape
+        if k in TIED_KEYS or id(v) in seen:
+            continue
+        seen.add(id(v))
+        out[k] = v.shape
+    return out
+
+
+def _full_options(cpu_offload: bool = True, strict: bool = True) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload, strict=strict)
 
 
 def load_checkpoint(
@@ -153,18 +198,28 @@ def load_hook_tensors(ckpt: Path, hook_name: str) -> dict[str, torch.Tensor]:
 
 def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer):
     names = parameter_names(model)
+    groups = [
+        {k: v for k, v in group.items() if k != "params"}
+        | {"params": [names[id(p)] for p in group["params"]]}
+        for group in optimizer.param_groups
+    ]
+    if is_sharded(model):  # FSDP: gathered to full tensors on rank 0, keyed by name
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(model, optimizer, options=_full_options())
+        per_param = full.get("state", {}).items()
+    else:
+        per_param = ((names[id(p)], optimizer.state.get(p, {})) for p in _params(optimizer))
     tensors: dict[str, torch.Tensor] = {}
-    groups = []
-    for group in optimizer.param_groups:
-        groups.append(
-            {k: v for k, v in group.items() if k != "params"}
-            | {"params": [names[id(p)] for p in group["params"]]}
-        )
-        for p in group["params"]:
-            for key, value in optimizer.state.get(p, {}).items():
-                t = value if torch.is_tensor(value) else torch.tensor(value)
-                tensors[f"{names[id(p)]}/{key}"] = t.detach().cpu().contiguous()
+    for name, entry in per_param:
+        for key, value in entry.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{name}/{key}"] = t.detach().cpu().contiguous()
     return tensors, groups
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def _load_optimizer(
@@ -190,21 +245,43 @@ def _load_optimizer(
     for g in param_groups:  # JSON turned tuples into lists
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
+    if is_sharded(model):  # the same content keyed by name; each rank keeps its shard
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        names = [name for saved in groups for name in saved["params"]]
+        full = {
+            "state": {names[i]: entry for i, entry in state.items()},
+            "param_groups": [g | {"params": [names[i] for i in g["params"]]} for g in param_groups],
+        }
+        # strict=False: a parameter that never had a gradient (a skipped block) has no state
+        options = _full_options(cpu_offload=False, strict=False)
+        set_optimizer_state_dict(model, optimizer, full, options=options)
+        for i, name in enumerate(names):  # the loader's warm-up step gave those a state: drop it
+            if i not in state:
+                optimizer.state.pop(by_name[name], None)
+        return
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
+    """The CPU generator and that of the CUDA device in use (under torchrun every rank owns
+    one device; reading all of them would open a context on every GPU)."""
     out = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"torch_cuda_{i}"] = s
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["torch_cuda"] = torch.cuda.get_rng_state()
     return out
 
 
 def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
+    if not torch.cuda.is_available():
+        return
+    if "torch_cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["torch_cuda"])
+        return
+    # checkpoints written before the per-device key held every device's state
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+    if cuda and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
 
 

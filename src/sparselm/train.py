@@ -3,6 +3,9 @@
 Methods change training only through ``TrainHook`` objects (see ``hooks.py``); the loop never
 asks which method it runs. Batches come from any object with ``train_batch(step, micro)`` and
 ``val_batches(n)``, both pure functions, so a resumed run sees exactly the same data.
+
+Under torchrun (``TrainRun.dist``) each rank runs its share of a step's micro-batches, hooks
+see gradients already averaged over ranks, and only rank 0 writes files (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sparselm import distributed
 from sparselm.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
-from sparselm.errors import TrainingDivergedError
+from sparselm.distributed import SINGLE, DistContext
+from sparselm.errors import ConfigError, TrainingDivergedError
 from sparselm.flops import FlopLedger
 from sparselm.hooks import TrainHook
 from sparselm.model import lm_loss
@@ -49,6 +54,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     precision: str = "auto"  # auto (bf16 autocast on GPU) | bf16 | fp32
     progress: bool | None = None  # None: a bar only when stderr is a terminal
+    parallel: str = "ddp"  # ddp | fsdp: how torchrun ranks hold the model (one process: unused)
+    compile: bool = False  # torch.compile each block and the loss (the hooks see plain modules)
 
 
 @dataclass
@@ -65,6 +72,7 @@ class TrainRun:
     tracker: Tracker = NullTracker()
     flops_per_token: Callable[[dict[str, Any]], float] | None = None
     config_yaml: str = ""
+    dist: DistContext = SINGLE
 
 
 def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dict[str, Any]:
@@ -75,7 +83,7 @@ def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dic
     bar = tqdm(
         total=run.cfg.steps,
         initial=loop.state.step,
-        disable=not _show_bar(run.cfg),
+        disable=not (_show_bar(run.cfg) and run.dist.is_main),
         desc="train",
         unit="step",
     )
@@ -88,9 +96,18 @@ def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dic
     return loop.metrics()
 
 
+def open_loop(run: TrainRun, resume: bool = False) -> _Loop:
+    """A started loop: each ``step()`` runs one optimizer step (benchmarks time it)."""
+    loop = _Loop(run)
+    loop.start(resume)
+    return loop
+
+
 class _Loop:
     def __init__(self, run: TrainRun) -> None:
         self.run = run
+        self.dist = run.dist
+        self.micros = self.dist.local_micro_batches(run.cfg.grad_accum)
         self.state = TrainingState()
         self.ledger = FlopLedger()
         self.log_path = Path(run.out_dir) / "train_log.jsonl"
@@ -98,13 +115,24 @@ class _Loop:
         self.bf16 = run.cfg.precision == "bf16" or (
             run.cfg.precision == "auto" and self.device.type == "cuda"
         )
+        # a hook that changes the forward (a block plan) may leave parameters unused in a step
+        changes_forward = any(
+            type(h).forward_kwargs is not TrainHook.forward_kwargs for h in run.hooks
+        )
+        self.engine = distributed.wrap_model(
+            run.model, self.dist, run.cfg.parallel, find_unused=changes_forward
+        )
+        self.loss_fn = lm_loss
+        if run.cfg.compile:
+            _compile_blocks(run.model)
+            self.loss_fn = torch.compile(lm_loss)
         self.last_val: float | None = None
         self.last_train: float | None = None
         self.wall = 0.0
 
     def start(self, resume: bool) -> None:
         for hook in self.run.hooks:
-            hook.on_train_start(self.run.model, self.run.optimizer)
+            self._start_hook(hook)
         ckpt = latest_checkpoint(self.run.out_dir) if resume else None
         if ckpt is not None:
             self.state = load_checkpoint(
@@ -114,8 +142,23 @@ class _Loop:
             self.wall = float(self.state.extra.get("wall_time_s", 0.0))
             self.last_val = self.state.extra.get("last_val")
             self.last_train = self.state.extra.get("last_train")
-            print(f"resuming from {ckpt} (step {self.state.step})", file=sys.stderr)
-        _truncate_log(self.log_path, self.state.step)  # drop steps logged after the checkpoint
+            if self.dist.is_main:
+                print(f"resuming from {ckpt} (step {self.state.step})", file=sys.stderr)
+        if self.dist.is_main:
+            _truncate_log(self.log_path, self.state.step)  # drop steps logged after the checkpoint
+
+    def _start_hook(self, hook: TrainHook) -> None:
+        if not distributed.is_sharded(self.run.model):
+            hook.on_train_start(self.run.model, self.run.optimizer)
+            return
+        try:
+            hook.on_train_start(self.run.model, self.run.optimizer)
+        except RuntimeError as e:  # e.g. a full-shape mask applied to a DTensor shard
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"train.parallel=fsdp: the {hook.name} hook cannot work on sharded "
+                f"parameters ({first}); use train.parallel=ddp"
+            ) from e
 
     def step(self) -> dict[str, Any]:
         run, step = self.run, self.state.step
@@ -128,7 +171,9 @@ class _Loop:
         losses, tokens = self._forward_backward(step)
         for hook in run.hooks:
             hook.after_backward(step)
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.optim.grad_clip)
+        grad_norm = distributed.full_tensor(
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.optim.grad_clip)
+        )
         self._guard(step, losses["train_loss"], float(grad_norm))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
@@ -151,30 +196,39 @@ class _Loop:
         return record
 
     def _forward_backward(self, step: int) -> tuple[dict[str, float], int]:
+        """This rank's micro-batches; losses and tokens come back summed over all ranks."""
         run = self.run
         kwargs: dict[str, Any] = {}
         for hook in run.hooks:
             kwargs.update(hook.forward_kwargs(step))
-        run.model.train()
-        sums: dict[str, float] = {}
+        self.engine.train()
+        sums: dict[str, torch.Tensor] = {}
         tokens = 0
-        for micro in range(run.cfg.grad_accum):
+        last = self.micros[-1]
+        for micro in self.micros:
             x, y = (
                 t.to(self.device, non_blocking=True) for t in run.batches.train_batch(step, micro)
             )
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = run.model(x, **kwargs)
-                terms = {"train_loss": lm_loss(out.logits, y)}
-                for hook in run.hooks:
-                    terms.update(hook.extra_losses(x, y, out))
-            total = sum(terms.values())
-            (total / run.cfg.grad_accum).backward()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            with distributed.grad_sync(self.engine, micro == last):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = self.engine(x, **kwargs)
+                    terms = {"train_loss": self.loss_fn(out.logits, y)}
+                    for hook in run.hooks:
+                        terms.update(hook.extra_losses(x, y, out))
+                total = sum(terms.values())
+                # DDP/FSDP average over ranks; dividing by this rank's count gives the mean
+                (total / len(self.micros)).backward()
             if len(terms) > 1:
-                sums["loss_total"] = sums.get("loss_total", 0.0) + float(total.detach())
+                terms["loss_total"] = total
+            for k, v in terms.items():  # summed on the device: one sync per step, not per micro
+                sums[k] = sums.get(k, 0.0) + v.detach().double()
             tokens += x.numel()
-        return {k: v / run.cfg.grad_accum for k, v in sums.items()}, tokens
+        keys = list(sums)  # the same order on every rank: the same hooks add the same terms
+        count = torch.tensor(float(tokens), dtype=torch.float64, device=self.device)
+        packed = torch.stack([*(sums[k] for k in keys), count])
+        totals = self.dist.sum(packed).tolist()
+        n = run.cfg.grad_accum
+        return {k: totals[i] / n for i, k in enumerate(keys)}, int(totals[-1])
 
     def _guard(self, step: int, loss: float, grad_norm: float) -> None:
         if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -204,28 +258,41 @@ class _Loop:
             self.checkpoint()
 
     def _log(self, record: dict[str, Any]) -> None:
-        overall, by_kind = measured_sparsity(self.run.model)
+        with distributed.gathered(self.run.model) as model:  # FSDP: every rank takes part
+            overall, by_kind = measured_sparsity(model)
         record["sparsity_global"] = overall
         record["sparsity_by_kind"] = by_kind
         for hook in self.run.hooks:
             record.update(hook.log_fields(self.state.step - 1))
         record["tokens_per_s"] = self.ledger.tokens / self.wall if self.wall else None
+        if not self.dist.is_main:
+            return
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         self.run.tracker.log(record, step=record["step"])
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss of the full model (no plan, dense attention) on the fixed val batches."""
+        """Mean loss of the full model (no plan, dense attention) on the fixed val batches.
+
+        Replicas split the batches between ranks; a sharded model needs every rank in every
+        forward, so each rank then runs them all.
+        """
         model = self.run.model
         model.eval()
+        batches = self.run.batches.val_batches(self.run.cfg.eval_batches)
+        if not distributed.is_sharded(model):
+            batches = batches[self.dist.rank :: self.dist.world_size]
         losses = []
-        for x, y in self.run.batches.val_batches(self.run.cfg.eval_batches):
+        for x, y in batches:
             x, y = x.to(self.device), y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 losses.append(float(lm_loss(model(x).logits, y)))
         model.train()
-        self.last_val = sum(losses) / len(losses)
+        total, count = sum(losses), len(losses)
+        if self.dist.active and not distributed.is_sharded(model):
+            total, count = self.dist.sum_floats([total, count], self.device)
+        self.last_val = total / count
         return self.last_val
 
     def checkpoint(self) -> Path:
@@ -234,8 +301,9 @@ class _Loop:
             "wall_time_s": self.wall,
             "last_val": self.last_val,
             "last_train": self.last_train,
+            "world_size": self.dist.world_size,
         }
-        return save_checkpoint(
+        path = save_checkpoint(
             self.run.out_dir,
             self.state,
             self.run.model,
@@ -243,7 +311,10 @@ class _Loop:
             {h.name: h.state_dict() for h in self.run.hooks},
             self.run.config_yaml,
             self.run.cfg.keep_checkpoints,
+            write=self.dist.is_main,
         )
+        self.dist.barrier()  # nobody moves on (or exits) before the checkpoint is complete
+        return path
 
     def metrics(self) -> dict[str, Any]:
         val = self.last_val
@@ -269,6 +340,18 @@ def _truncate_log(path: Path, step: int) -> None:
         if line.strip() and json.loads(line)["step"] <= step
     ]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def _compile_blocks(model: nn.Module) -> None:
+    """Compile every module of an ``nn.ModuleList`` (the blocks) in place.
+
+    Per block rather than the whole model: a block plan that changes from step to step
+    (RaPTr, stacking) would recompile the whole graph for each new path, not the blocks.
+    """
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                block.compile()
 
 
 def _show_bar(cfg: TrainConfig) -> bool:

@@ -12,8 +12,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from sparselm import distributed
 from sparselm.checkpoint import load_hook_tensors
 from sparselm.cli import builders
 from sparselm.cli.common import (
@@ -32,12 +33,18 @@ from sparselm.model import GPT
 from sparselm.optim import build_adamw
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.sparsity.static import StaticSparsity
+from sparselm.tracking import NullTracker
 from sparselm.train import TrainRun
 
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("finetune", argv)
-    device = pick_device(cfg.device)
+    with distributed.session(str(cfg.device)) as dist:
+        return finetune(cfg, run_dir, dist)
+
+
+def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> int:
+    device = dist.device(pick_device(cfg.device))
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
     data_dir = Path(cfg.paths.data_dir)
     split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
@@ -60,12 +67,15 @@ def main(argv: Sequence[str]) -> int:
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
+    model = distributed.shard_model(model, dist, train_cfg.parallel)  # before hooks/optimizer
     hooks = kept_masks(model, ckpt) if cfg.finetune.keep_mask else []
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tokenizer_path_of(ckpt), run_dir / TOKENIZER_FILE)
-    config_yaml = save_resolved_config(cfg, run_dir)
-    tracker = builders.tracker(cfg, run_dir, job_type="finetune")
+    config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
+    if dist.is_main:  # rank 0 writes every file
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tokenizer_path_of(ckpt), run_dir / TOKENIZER_FILE)
+        config_yaml = save_resolved_config(cfg, run_dir)
+        tracker = builders.tracker(cfg, run_dir, job_type="finetune")
     model.train()
     run = TrainRun(
         model=model,
@@ -80,6 +90,7 @@ def main(argv: Sequence[str]) -> int:
             model.config, batches.seq_len, cfg.flops.convention
         ),
         config_yaml=config_yaml,
+        dist=dist,
     )
     train_and_record(
         run,

@@ -15,8 +15,11 @@ def train_and_record(
     """Train, add the job's own fields, and write ``metrics.json`` last (it marks completion).
 
     ``describe`` maps the training metrics to extra fields. A failure closes the tracker as
-    failed and leaves no ``metrics.json``, so nothing half-done looks complete.
+    failed and leaves no ``metrics.json``, so nothing half-done looks complete. Under torchrun
+    only rank 0 records; the other ranks train.
     """
+    if not run.dist.is_main:
+        return train(run, resume=resume)
     try:
         metrics = train(run, resume=resume)
     except BaseException:

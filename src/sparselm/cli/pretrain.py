@@ -1,14 +1,19 @@
 """Pretrain a GPT (dense or sparse): ``python -m sparselm.cli.pretrain [overrides]``.
 
 Writes into ``hydra.run.dir``: ``checkpoints/``, ``train_log.jsonl``, ``metrics.json``,
-``config.yaml`` (resolved) and ``tokenizer.json``.
+``config.yaml`` (resolved) and ``tokenizer.json``. Under ``torchrun --nproc_per_node N`` the
+ranks share each step's micro-batches (``train.parallel``: ddp or fsdp); rank 0 writes.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from sparselm import distributed
 from sparselm.cli import builders
 from sparselm.cli.common import (
     compose_config,
@@ -23,18 +28,25 @@ from sparselm.data.shards import open_split, read_manifest
 from sparselm.loading import TOKENIZER_FILE
 from sparselm.optim import build_adamw
 from sparselm.tokenizer import save_tokenizer
+from sparselm.tracking import NullTracker
 from sparselm.train import TrainRun
 
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("pretrain", argv)
-    device = pick_device(cfg.device)
+    with distributed.session(str(cfg.device)) as dist:
+        return pretrain(cfg, run_dir, dist)
+
+
+def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> int:
+    device = dist.device(pick_device(cfg.device))
     train_cfg = builders.train_config(cfg)
     optim_cfg = builders.optim_config(cfg)
-    tok, tok_path = ensure_tokenizer(cfg)
+    with dist.main_first():  # rank 0 trains the tokenizer / writes shards; the others reuse
+        tok, tok_path = ensure_tokenizer(cfg)
+        shards = ensure_shards(cfg, tok)
     model_cfg = builders.model_config(cfg, tok.get_vocab_size())
     seq_len = int(cfg.train.seq_len)
-    shards = ensure_shards(cfg, tok)
     batches = TokenBatches(
         open_split(shards, cfg.data.train_split),
         open_split(shards, cfg.data.val_split),
@@ -44,14 +56,18 @@ def main(argv: Sequence[str]) -> int:
     )
 
     model = builders.build_model(model_cfg, int(cfg.seed), device)
+    # FSDP replaces the parameters: shard before the hooks and the optimizer hold them
+    model = distributed.shard_model(model, dist, train_cfg.parallel)
     hooks = builders.sparsity_hooks(cfg, model) + builders.method_hooks(cfg, model, train_cfg.steps)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if tok_path is not None:
-        shutil.copyfile(tok_path, run_dir / TOKENIZER_FILE)
-    else:
-        save_tokenizer(tok, run_dir / TOKENIZER_FILE)
-    config_yaml = save_resolved_config(cfg, run_dir)
-    tracker = builders.tracker(cfg, run_dir, job_type="pretrain")
+    config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
+    if dist.is_main:  # rank 0 writes every file
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if tok_path is not None:
+            shutil.copyfile(tok_path, run_dir / TOKENIZER_FILE)
+        else:
+            save_tokenizer(tok, run_dir / TOKENIZER_FILE)
+        config_yaml = save_resolved_config(cfg, run_dir)
+        tracker = builders.tracker(cfg, run_dir, job_type="pretrain")
     run = TrainRun(
         model=model,
         optimizer=build_adamw(model, optim_cfg),
@@ -63,6 +79,7 @@ def main(argv: Sequence[str]) -> int:
         tracker=tracker,
         flops_per_token=builders.flops_function(model_cfg, seq_len, cfg.flops.convention),
         config_yaml=config_yaml,
+        dist=dist,
     )
     train_and_record(
         run,
