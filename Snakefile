@@ -2,6 +2,7 @@
 #   snakemake --cores all reproduce_spdf [--config scale=smoke data_dir=../shared/data]
 #   snakemake --cores all reproduce_raptr [--config ...]
 #   snakemake --cores all reproduce_squarehead [--config ...]
+#   snakemake --cores all reproduce_mst [--config ...]
 
 
 configfile: "pipelines/config/default.yaml"
@@ -18,6 +19,7 @@ include: "pipelines/evaluate.smk"
 include: "pipelines/analysis.smk"
 include: "pipelines/raptr.smk"
 include: "pipelines/squarehead.smk"
+include: "pipelines/mst.smk"
 
 
 rule reproduce_spdf:
@@ -40,6 +42,13 @@ rule reproduce_squarehead:
         rules.report_squarehead.output,
 
 
+rule reproduce_mst:
+    """The MST study: dense, static and RigL at MST's FLOPs, MST and its ablations, every seed,
+    zero-shot scores, tables, figures and report."""
+    input:
+        rules.report_mst.output,
+
+
 rule figures:
     """Regenerate every study's tables and figures from the results already there."""
     input:
@@ -49,3 +58,5 @@ rule figures:
         rules.figures_raptr.output,
         rules.tables_squarehead.output,
         rules.figures_squarehead.output,
+        rules.tables_mst.output,
+        rules.figures_mst.output,

@@ -1,4 +1,5 @@
 # Shared helpers: config validation, the study grid, and wildcards -> Hydra overrides.
+import functools
 import shlex
 from pathlib import Path
 
@@ -32,6 +33,14 @@ RAPTR = config["raptr"]["grids"][SCALE]
 if SCALE not in config["squarehead"]["grids"]:
     raise ValueError(f"bad study config: key squarehead.grids has no grid for scale={SCALE!r}")
 SQHEAD = config["squarehead"]["grids"][SCALE]
+if SCALE not in config["mst"]["grids"]:
+    raise ValueError(f"bad study config: key mst.grids has no grid for scale={SCALE!r}")
+MST = config["mst"]["grids"][SCALE]
+for _variant, _source in MST["pinned"].items():
+    for _name in (_variant, _source):
+        if _name not in MST["variants"]:
+            raise ValueError(f"bad study config: key mst.grids.{SCALE}.pinned.{_variant}: "
+                             f"{_name!r} is not a variant of the grid")
 
 
 def _pretrain_datasets(scale: str) -> list[str]:
@@ -164,3 +173,48 @@ def sqhead_runs() -> dict[str, list[str]]:
         "teacher": expand(f"{RESULTS}/spdf/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json",
                           task=[g["task"]], seed=g["seeds"]),
     }
+
+
+def _mst_words(variant: str) -> list[str]:
+    """The MST grid's Hydra overrides for one variant, before any pinning: the scale's, then
+    (for a sparse method) the FLOP budget and sparse overrides, then the variant's own."""
+    own = shlex.split(MST["variants"][variant])
+    words = shlex.split(MST["overrides"])
+    if "method=none" not in own:
+        words += [f"method.target_reduction={MST['target_reduction']}",
+                  *shlex.split(MST["sparse_overrides"])]
+    return words + own
+
+
+@functools.lru_cache(maxsize=None)
+def mst_solved_knob(variant: str) -> tuple[str, float]:
+    """(knob, value) the variant's job will solve for its FLOP budget: the same config
+    composition and the same solver as the job (sparselm.methods.mst.solve)."""
+    from sparselm.cli.builders import mst_config
+    from sparselm.cli.common import compose_config
+    from sparselm.flops import shape_from_model_config
+    from sparselm.methods.mst import solve
+
+    cfg, _ = compose_config("pretrain", [f"scale={SCALE}", *_mst_words(variant)])
+    shape = shape_from_model_config(cfg.model, seq_len=int(cfg.train.seq_len))
+    solved, _ = solve(mst_config(cfg.method), shape, int(cfg.train.steps), cfg.flops.convention)
+    return solved.knob, solved.knob_value()
+
+
+def mst_variant_overrides(variant: str) -> str:
+    """Hydra overrides of one MST-grid variant, shell-quoted; a pinned variant runs the knob
+    its source variant solves, with its own budget switched off."""
+    from sparselm.methods.mst import KNOB_KEYS
+
+    words = _mst_words(variant)
+    if variant in MST["pinned"]:
+        knob, value = mst_solved_knob(MST["pinned"][variant])
+        words += ["method.target_reduction=null", f"method.{KNOB_KEYS[knob]}={value!r}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def mst_runs() -> dict[str, list[str]]:
+    """Every metrics.json the MST grid of this scale makes."""
+    runs = dict(variant=list(MST["variants"]), seed=MST["seeds"])
+    return {stage: expand(f"{RESULTS}/mst/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
+            for stage in ("pretrain", "eval_zeroshot")}

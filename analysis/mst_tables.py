@@ -1,0 +1,204 @@
+"""MST tables (mst.md §6-7): main comparison, zero-shot scores, FLOP budget per variant.
+
+Each table is written as CSV (full-precision numbers, for figures and the report's verdicts)
+and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
+(``results/mst/pretrain/<variant>_seed<seed>``), compared with the ``dense`` variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.collect import collect_variants
+from analysis.mst_runs import DENSE, RunSpec, budget, load_specs, ordered_variants, schedule_label
+from analysis.outputs import write_table
+from analysis.raptr_tables import zeroshot_scores
+from analysis.stats import format_mean_ci, mean_ci, summarize
+
+ACCURACY = ("acc_norm", "acc")  # averaged into the main table's zero-shot score
+
+
+def _pretrain(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
+
+
+def _stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    out = summarize(rows, ["variant"]).set_index("variant")
+    return out.rename(columns={c: f"{prefix}_{c}" for c in ("mean", "ci95", "n")})
+
+
+def paired_delta(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: value − dense on the same seed, mean and 95 % CI over shared seeds."""
+    by_seed = rows.pivot_table(index="seed", columns="variant", values="value")
+    out = []
+    for variant in by_seed.columns:
+        if DENSE not in by_seed:
+            mean = ci = math.nan
+        else:
+            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[DENSE])
+        out.append((variant, mean, ci))
+    return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
+
+
+def zeroshot_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """(variant, seed, value): the mean accuracy over the zero-shot tasks of each run."""
+    scores = zeroshot_scores(frame)
+    acc = scores[scores["metric"].isin(ACCURACY)]
+    return acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
+
+
+def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
+    """Rows variant: final val loss and perplexity (dense attention), paired Δ vs dense, the
+    ledger's training FLOPs and their reduction vs dense, wall clock, zero-shot accuracy."""
+    loss, flops = _pretrain(frame, "final_val_loss"), _pretrain(frame, "flops_total")
+    ppl, wall = _pretrain(frame, "final_val_ppl"), _pretrain(frame, "wall_time_s")
+    acc = zeroshot_accuracy(frame)
+    table = pd.concat(
+        [
+            _stats(loss, "val_loss"),
+            paired_delta(loss).add_prefix("val_loss_"),
+            _stats(ppl, "val_ppl"),
+            _stats(flops, "flops_total")[["flops_total_mean"]],
+            _stats(wall, "wall_time_s"),
+        ],
+        axis=1,
+    )
+    dense = table.loc[DENSE] if DENSE in table.index else None
+    for col, ref in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
+        table[col] = table[ref] / dense[ref] if dense is not None else math.nan
+    table["flops_reduction"] = 1.0 / table["flops_rel"]
+    table = table.join(_stats(acc, "zeroshot_acc"), how="left")
+    table = table.join(paired_delta(acc).add_prefix("zeroshot_acc_"), how="left")
+    table["zeroshot_tasks"] = zeroshot_scores(frame)["task"].nunique()
+    table["schedule"] = [schedule_label(specs[v]) if v in specs else "" for v in table.index]
+    table = table.reindex(ordered_variants(table.index))
+    return table.rename_axis("variant").reset_index()
+
+
+def _num(fmt: str):
+    return lambda x: "–" if pd.isna(x) else fmt.format(x)
+
+
+def _formatted(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
+    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
+    return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
+
+
+def _delta(table: pd.DataFrame, prefix: str, digits: int, scale: float = 1.0) -> list[str]:
+    out = []
+    for v, m, c in table[["variant", f"{prefix}_delta_mean", f"{prefix}_delta_ci95"]].values:
+        if v == DENSE:
+            out.append("reference")
+        elif pd.isna(m):
+            out.append("–")
+        else:
+            out.append(
+                f"{m * scale:+.{digits}f}" + ("" if pd.isna(c) else f" ± {c * scale:.{digits}f}")
+            )
+    return out
+
+
+def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    n_tasks = int(table["zeroshot_tasks"].max()) if len(table) else 0
+    return pd.DataFrame(
+        {
+            "variant": table["variant"],
+            "final val loss": _formatted(table, "val_loss", 3),
+            "Δ vs dense (paired)": _delta(table, "val_loss", 3),
+            "val perplexity": _formatted(table, "val_ppl", 1),
+            "train FLOPs": table["flops_total_mean"].map(_num("{:.3e}")),
+            "FLOP reduction vs dense": table["flops_reduction"].map(_num("{:.3f}×")),
+            "wall clock (s)": _formatted(table, "wall_time_s", 1),
+            "wall vs dense": table["wall_rel"].map(_num("{:.2f}")),
+            f"zero-shot acc ({n_tasks} tasks)": _formatted(table, "zeroshot_acc", 4),
+            "zero-shot Δ vs dense (pt)": _delta(table, "zeroshot_acc", 2, scale=100.0),
+        }
+    )
+
+
+def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
+    scores = zeroshot_scores(frame)
+    parts = [
+        _stats(rows, f"{task}_{metric}")
+        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["variant"])
+    table = pd.concat(parts, axis=1)
+    return table.reindex(ordered_variants(table.index)).rename_axis("variant").reset_index()
+
+
+def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"variant": table["variant"]})
+    for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
+        shown[col.replace("_", " ")] = _formatted(table, col, 2 if "perplexity" in col else 4)
+    return shown
+
+
+def budget_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
+    """Rows variant: what each run's FLOP budget fixed (solved knob), the plan's reduction and
+    the measured one, DST overhead, update and HSA steps, and the schedule in words."""
+    measured = main_table(frame, specs).set_index("variant")["flops_reduction"]
+    rows = []
+    for variant in ordered_variants(specs):
+        spec = specs[variant]
+        row = budget(spec) | {"schedule": schedule_label(spec), "steps": spec.steps}
+        row["measured_reduction"] = measured.get(variant, math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    def col(name: str) -> pd.Series:
+        return table[name] if name in table else pd.Series(math.nan, index=table.index)
+
+    pairs = zip(col("knob"), col("knob_value"), strict=True)
+    knob = ["–" if pd.isna(v) else f"{k} = {v:.4f}" for k, v in pairs]
+    return pd.DataFrame(
+        {
+            "variant": table["variant"],
+            "schedule": table["schedule"],
+            "solved knob": knob,
+            "planned reduction": col("planned_reduction").map(_num("{:.3f}×")),
+            "measured reduction": col("measured_reduction").map(_num("{:.3f}×")),
+            "DST overhead (share of FLOPs)": col("dst_overhead_share").map(_num("{:.1%}")),
+            "mask updates (no optimizer step)": col("updates").map(_num("{:.0f}")),
+            "HSA steps": col("hsa_steps").map(_num("{:.0f}")),
+            "HSA attention density": col("hsa_attn_density").map(_num("{:.3f}")),
+        }
+    )
+
+
+def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+    """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
+    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+    main, zero, spend = main_table(frame, specs), zeroshot_table(frame), budget_table(frame, specs)
+    return [
+        *write_table(main, main_markdown(main), "mst_table_main", out_dir),
+        *write_table(zero, zeroshot_markdown(zero), "mst_table_zeroshot", out_dir),
+        *write_table(spend, budget_markdown(spend), "mst_table_budget", out_dir),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results/mst"))
+    parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
+    args = parser.parse_args(argv)
+    if collect_variants(args.results).empty:
+        print(f"mst_tables: no metrics.json found under {args.results}", file=sys.stderr)
+        return 1
+    for path in write_tables(args.results, args.out or args.results / "tables"):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
