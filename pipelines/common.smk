@@ -147,6 +147,11 @@ def sqhead_targets() -> list[str]:
             + [f"nm{p.replace(':', 'x')}" for p in SQHEAD["nm"]])
 
 
+def sqhead_teacher(wc) -> str:
+    """The SquareHead teacher: the SPDF study's dense model fine-tuned on the full task pool."""
+    return f"{RESULTS}/spdf/finetune/{wc.task}/s0.0_f1.0_seed{wc.seed}/metrics.json"
+
+
 def prune_target_overrides(target: str) -> str:
     if target.startswith("nm"):
         return f"prune.nm='{target[2:].replace('x', ':')}'"

@@ -8,10 +8,6 @@ SQHEAD_FIGURES = ["sqhead_fig_acc_vs_sparsity", "sqhead_fig_loss_curves",
                   "sqhead_fig_layerwise_error"]
 
 
-def sqhead_teacher(wc) -> str:
-    return f"{RESULTS}/spdf/finetune/{wc.task}/s0.0_f1.0_seed{wc.seed}/metrics.json"
-
-
 rule sparse_finetune:
     input:
         teacher=sqhead_teacher,
