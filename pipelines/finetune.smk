@@ -11,6 +11,7 @@ rule finetune:
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}.tsv",
     params:
+        launcher=config["launcher"],
         overrides=lambda wc, input, output: " ".join([
             common_overrides("finetune",
                              f"finetune-{wc.task}-s{wc.sparsity}-f{wc.fraction}-seed{wc.seed}",
@@ -21,4 +22,4 @@ rule finetune:
     conda:
         "../environment.yml"
     shell:
-        "python -m sparselm.cli.finetune {params.overrides} > {log} 2>&1"
+        "{params.launcher} -m sparselm.cli.finetune {params.overrides} > {log} 2>&1"

@@ -18,6 +18,7 @@ rule pretrain_mst:
     benchmark:
         f"{RESULTS}/mst/benchmarks/pretrain/{{variant}}_seed{{seed}}.tsv",
     params:
+        launcher=config["launcher"],
         overrides=lambda wc, input, output: " ".join([
             common_overrides("pretrain", f"pretrain-{wc.variant}-seed{wc.seed}",
                              str(Path(output[0]).parent), "mst"),
@@ -28,7 +29,7 @@ rule pretrain_mst:
     conda:
         "../environment.yml"
     shell:
-        "python -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
+        "{params.launcher} -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
 
 
 rule eval_zeroshot_mst:

@@ -12,6 +12,7 @@ rule pretrain:
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/pretrain/s{{sparsity}}_seed{{seed}}.tsv",
     params:
+        launcher=config["launcher"],
         overrides=lambda wc, input, output: " ".join([
             common_overrides("pretrain", f"pretrain-s{wc.sparsity}-seed{wc.seed}",
                              str(Path(output[0]).parent), wc.study),
@@ -22,4 +23,4 @@ rule pretrain:
     conda:
         "../environment.yml"
     shell:
-        "python -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
+        "{params.launcher} -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
