@@ -346,7 +346,7 @@ def _compile_blocks(model: nn.Module) -> None:
     """Compile every module of an ``nn.ModuleList`` (the blocks) in place.
 
     Per block rather than the whole model: a block plan that changes from step to step
-    (RaPTr, stacking) would recompile the whole graph for each new path, not the blocks.
+    (a sampled block path) would recompile the whole graph for each new path, not the blocks.
     """
     for module in list(model.modules()):
         if isinstance(module, nn.ModuleList):
