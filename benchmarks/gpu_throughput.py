@@ -19,7 +19,8 @@ grad clip, fused AdamW on CUDA, bf16 autocast, flash SDPA, ``train.compile``). T
 
 Tables 2-4 share one dense measurement. A FLOP-predicted speedup is dense / variant of
 ``flops.train_flops_per_token`` with the factors the variant's hooks report to the training
-loop's ledger (``TrainHook.flop_factors``) at the steps that were timed.
+loop's ledger (``TrainHook.flop_factors``) at the steps that were timed. The step timing lives in
+``gpu_step_timing.py``, the rows of tables 3-4 in ``gpu_method_rows.py``.
 """
 
 from __future__ import annotations
@@ -27,77 +28,25 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import statistics
 import sys
-import tempfile
-import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from gpu_method_rows import MST_DST, MST_PATTERN, MST_RUN_STEPS, MST_VARIATION, hsa_table, mst_table
+from gpu_step_timing import NEVER, HookBuilder, Setting, measure, speedups, table_head, timed
 
-from sparselm.attention import effective_pattern, pick_route
-from sparselm.flops import DEFAULT_CONVENTION, ModelShape, load_model_config, train_flops_per_token
+from sparselm.flops import load_model_config
 from sparselm.hooks import TrainHook
-from sparselm.methods.hsa import HSAConfig, HSAHook, flop_attn_density
 from sparselm.methods.raptr import RaptrConfig, RaptrHook
 from sparselm.model import GPT, GPTConfig
-from sparselm.optim import OptimConfig, build_adamw
-from sparselm.sparsity.dst import DSTConfig, DynamicSparsity
 from sparselm.sparsity.pruning import nm_mask
 from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
-from sparselm.sparsity.variation import SparsityVariation, VariationConfig, schedule_flops
-from sparselm.train import TrainConfig, TrainRun, open_loop
+from sparselm.sparsity.variation import SparsityVariation
 
-NEVER = 10**9  # a step the loop never reaches: no eval, log or checkpoint fires
 TARGET_MFU = 0.65
 TARGET_SPARSE_OVERHEAD = 0.02
-HSA_PATTERNS = ("local", "strided", "sparse", "fixed")
-# the MST run the phase rows are placed in: long enough that the last mask before the end of
-# restoration is near dense at the default DST interval (100 steps)
-MST_RUN_STEPS = 10_000
-MST_DST = DSTConfig(grow_mix_ratio=3.0)  # MST's prune-and-grow: 3 of 4 grown by gradient
-MST_VARIATION = VariationConfig()  # warm-up 10 %, ultra 75 % at s_max 0.9, restoration to 0
-MST_PATTERN = "sparse"  # the default pattern of hybrid sparse attention
-
-HookBuilder = Callable[[GPT], list[TrainHook]]
-
-
-@dataclass(frozen=True)
-class Setting:
-    device: torch.device
-    model: GPTConfig
-    batch: int
-    seq: int
-    steps: int
-    warmup: int
-    compile: bool
-    matmul_sizes: tuple[int, ...]
-    nm_tokens: int  # rows of the activation in the 2:4 table (batch x seq on GPU)
-    stride: int  # w of the sparse attention patterns
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int = 3) -> float:
-    """Median seconds of ``fn`` over ``iters`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def matmul_rates(s: Setting) -> list[tuple[int, float]]:
@@ -109,115 +58,6 @@ def matmul_rates(s: Setting) -> list[tuple[int, float]]:
         b = torch.randn(n, n, device=s.device, dtype=dtype)
         out.append((n, 2 * n**3 / timed(lambda a=a, b=b: a @ b, s.device, iters=10)))
     return out
-
-
-class FixedTokens:
-    """Four random batches on the device, cycled: data loading is not what is measured."""
-
-    def __init__(self, vocab: int, batch: int, seq: int, device: torch.device) -> None:
-        g = torch.Generator().manual_seed(0)
-        pool = [torch.randint(0, vocab, (batch, seq + 1), generator=g) for _ in range(4)]
-        self.pool = [(t[:, :-1].to(device), t[:, 1:].to(device)) for t in pool]
-
-    def train_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.pool[step % len(self.pool)]
-
-    def val_batches(self, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.pool[:n_batches]
-
-
-def six_n_flops(model: GPT, seq: int) -> float:
-    """Training FLOPs per token: 6N (N without position embeddings) + 12·L·d·T attention."""
-    cfg = model.config
-    return 6 * model.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.d_model * seq
-
-
-def model_shape(s: Setting) -> ModelShape:
-    m = s.model
-    return ModelShape(m.n_layer, m.d_model, m.n_head, m.d_ff, s.seq, m.vocab_size)
-
-
-def hook_factors(hooks: list[TrainHook], step: int) -> dict[str, Any]:
-    """What the loop's FLOP ledger is told about this step (``_Loop._flops_per_token``)."""
-    factors: dict[str, Any] = {}
-    for hook in hooks:
-        factors.update(hook.flop_factors(step))
-    return factors
-
-
-def run_variant(
-    s: Setting,
-    hooks_for: HookBuilder,
-    at_step: int | None = None,
-    prepare: Callable[[list[TrainHook]], None] | None = None,
-) -> dict[str, Any]:
-    """Seconds per step, peak memory and the hooks' FLOP-ledger cost for one variant.
-
-    With ``at_step`` every call runs that step of the hooks' schedules (the loop's counter is
-    set back before each call), so a step deep into a run is timed without running up to it;
-    ``prepare(hooks)`` runs once after the loop starts, to give the hooks the state that step
-    finds (e.g. its masks).
-    """
-    torch.manual_seed(0)  # every variant starts from the same weights
-    model = GPT(s.model).to(s.device)
-    hooks = hooks_for(model)
-    optim = OptimConfig(warmup_steps=0)
-    cfg = TrainConfig(steps=NEVER, log_every=NEVER, progress=False, compile=s.compile)
-    batches = FixedTokens(s.model.vocab_size, s.batch, s.seq, s.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = TrainRun(model, build_adamw(model, optim), batches, cfg, optim, Path(tmp), hooks)
-        loop = open_loop(run)
-        if prepare is not None:
-            prepare(hooks)
-
-        def one_step() -> None:
-            if at_step is not None:
-                loop.state.step = at_step
-            loop.step()
-
-        for _ in range(s.warmup):  # compilation and allocator warm-up
-            one_step()
-        if s.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(s.device)
-        first = loop.state.step
-        seconds = timed(one_step, s.device, iters=s.steps, warmup=0)
-    steps = [at_step] * s.steps if at_step is not None else list(range(first, first + s.steps))
-    factors = [hook_factors(hooks, step) for step in steps]
-    ledger = [train_flops_per_token(model_shape(s), **f)["total"] for f in factors]
-    log: dict[str, Any] = {}
-    for hook in hooks:
-        log.update(hook.log_fields(steps[-1]))
-    peak = torch.cuda.max_memory_allocated(s.device) if s.device.type == "cuda" else None
-    return {
-        "seconds": seconds,
-        "peak_bytes": peak,
-        "ledger_flops": statistics.mean(ledger),
-        "factors": factors[-1],
-        "log": log,
-        "six_n": six_n_flops(model, s.seq),
-    }
-
-
-def measure(s: Setting, name: str, build: HookBuilder, **kwargs: Any) -> dict[str, Any]:
-    print(f"timing {name} ...", file=sys.stderr, flush=True)
-    return run_variant(s, build, **kwargs)
-
-
-def measure_or_none(
-    s: Setting, name: str, build: HookBuilder, **kwargs: Any
-) -> dict[str, Any] | None:
-    """``measure``, or None (traceback on stderr) when the step fails to compile or run, so
-    one broken route costs its row and not the rest of a GPU run's report."""
-    try:
-        return measure(s, name, build, **kwargs)
-    except RuntimeError:
-        traceback.print_exc()
-        return None
-
-
-def failed_row(first: list[str], width: int) -> str:
-    cells = [*first, "failed (traceback on stderr)"] + [""] * (width - len(first) - 1)
-    return "| " + " | ".join(cells) + " |"
 
 
 def no_hooks(model: GPT) -> list[TrainHook]:
@@ -236,18 +76,6 @@ def raptr_hooks(model: GPT) -> list[TrainHook]:
     # one stage of half the depth (6 of 12 layers, first and last always run)
     cfg = RaptrConfig(stages=(6,), reference_depth=12)
     return [RaptrHook(cfg, model.config.n_layer, NEVER)]
-
-
-def speedups(dense: dict[str, Any], r: dict[str, Any]) -> list[str]:
-    """FLOP-predicted and measured speedup cells of a variant against dense."""
-    return [
-        f"{dense['ledger_flops'] / r['ledger_flops']:.2f}x",
-        f"{dense['seconds'] / r['seconds']:.3f}x",
-    ]
-
-
-def table_head(head: list[str]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
 def training_table(s: Setting, peak_rate: float, dense: dict[str, Any]) -> list[str]:
@@ -287,172 +115,6 @@ def training_table(s: Setting, peak_rate: float, dense: dict[str, Any]) -> list[
         "",
         f"Dense MFU {dense_mfu:.1%} (target ≥ {TARGET_MFU:.0%}); static 75 % step overhead "
         f"{overhead:+.1%} (target ≤ {TARGET_SPARSE_OVERHEAD:.0%}).",
-    ]
-    return lines
-
-
-# ---------------------------------------------------------------- hybrid sparse attention
-
-
-def hsa_config(s: Setting, pattern: str, convention: str = DEFAULT_CONVENTION) -> HSAConfig:
-    """Every layer on ``pattern`` at every step, densities counted at this run's T."""
-    return HSAConfig(
-        pattern=pattern,
-        stride=s.stride,
-        start_step=0,
-        end_step=NEVER,
-        seq_len=s.seq,
-        flops_convention=convention,
-    )
-
-
-def hsa_hooks(s: Setting, pattern: str) -> HookBuilder:
-    def build(model: GPT) -> list[TrainHook]:
-        return [HSAHook(hsa_config(s, pattern), s.model.n_layer, NEVER)]
-
-    return build
-
-
-def attention_route(s: Setting, pattern: str) -> str:
-    """The route ``AttentionPattern(route="auto")`` takes in this setting's training step."""
-    effective = effective_pattern(pattern, s.seq, s.stride)
-    if effective == "dense":
-        return "causal SDPA (all causal pairs at this T)"
-    return pick_route(effective, "auto", s.device, s.seq, s.stride, s.model.dropout)
-
-
-def causal_half_speedup(s: Setting, pattern: str) -> float:
-    """Dense / pattern under ``causal_half_attn``: attention counted over the causal pairs,
-    the work a causal flash kernel does, so dense attention is not charged for T² scores."""
-    shape, convention = model_shape(s), "causal_half_attn"
-    hook = HSAHook(hsa_config(s, pattern, convention), s.model.n_layer, NEVER)
-    dense = train_flops_per_token(shape, convention=convention)["total"]
-    sparse = train_flops_per_token(shape, convention=convention, **hook.flop_factors(0))
-    return dense / sparse["total"]
-
-
-def hsa_table(s: Setting, dense: dict[str, Any]) -> list[str]:
-    lines = table_head(
-        [
-            "pattern",
-            "route (auto)",
-            "attended pairs / T²",
-            "ms/step",
-            "tokens/s",
-            "FLOP-predicted speedup",
-            "predicted, causal-half attention",
-            "measured speedup",
-        ]
-    )
-    for pattern in HSA_PATTERNS:
-        name = f"HSA {pattern}"
-        r = measure_or_none(s, name, hsa_hooks(s, pattern))
-        if r is None:
-            lines.append(failed_row([name, attention_route(s, pattern)], 8))
-            continue
-        predicted, measured = speedups(dense, r)
-        cells = [
-            name,
-            attention_route(s, pattern),
-            f"{r['factors']['attn_density']:.3f}",
-            f"{1e3 * r['seconds']:.1f}",
-            f"{s.batch * s.seq / r['seconds']:,.0f}",
-            predicted,
-            f"{causal_half_speedup(s, pattern):.2f}x",
-            measured,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-# ---------------------------------------------------------------- MST phases
-
-
-def mst_hooks(s: Setting) -> HookBuilder:
-    """MST's masks and attention: DST with the default variation as its target, sparse
-    attention on in the ultra phase (s_max as written, not solved for a FLOP budget)."""
-
-    def build(model: GPT) -> list[TrainHook]:
-        variation = SparsityVariation(MST_VARIATION, MST_RUN_STEPS)
-        start, end = variation.ultra_window()
-        hsa = HSAConfig(
-            pattern=MST_PATTERN, stride=s.stride, start_step=start, end_step=end, seq_len=s.seq
-        )
-        return [
-            DynamicSparsity.from_config(model, MST_DST, variation, MST_RUN_STEPS),
-            HSAHook(hsa, s.model.n_layer, MST_RUN_STEPS, active=variation.is_ultra),
-        ]
-
-    return build
-
-
-def masks_for(step: int) -> Callable[[list[TrainHook]], None]:
-    """Bring the DST masks to the counts ``step``'s forward uses by running the update of its
-    mask point (which weights survive does not change the cost; how many does)."""
-
-    def prepare(hooks: list[TrainHook]) -> None:
-        for hook in hooks:
-            if isinstance(hook, DynamicSparsity):
-                point = hook.timeline.mask_point(step)
-                if point > 0:
-                    hook.update(point)
-
-    return prepare
-
-
-def mst_steps() -> list[int]:
-    """One step inside each phase and one mask-update step: mid first interval (masks still
-    at s_start), mid ultra just after an update (s_max, sparse attention on), that update
-    step itself (prune-and-grow from the dense gradient), and the last interval (near dense)."""
-    variation = SparsityVariation(MST_VARIATION, MST_RUN_STEPS)
-    every = MST_DST.interval
-    half = max(1, every // 2)
-    start, end = variation.ultra_window()
-    update = (start + end) // 2 // every * every
-    return [half, update + half, update, MST_RUN_STEPS - half]
-
-
-def mst_table(s: Setting, dense: dict[str, Any]) -> list[str]:
-    variation = SparsityVariation(MST_VARIATION, MST_RUN_STEPS)
-    lines = table_head(
-        [
-            "MST phase",
-            "step",
-            "target sparsity",
-            "mask sparsity",
-            "sparse attention",
-            "ms/step",
-            "FLOP-predicted speedup",
-            "measured speedup",
-        ]
-    )
-    for step in mst_steps():
-        r = measure_or_none(
-            s, f"MST step {step}", mst_hooks(s), at_step=step, prepare=masks_for(step)
-        )
-        if r is None:
-            lines.append(failed_row([variation.phase_at(step), str(step)], 8))
-            continue
-        log = r["log"]
-        phase = variation.phase_at(step) + (", DST update" if log["dst_update"] else "")
-        cells = [
-            phase,
-            str(step),
-            f"{log['dst_target_sparsity']:.3f}",
-            f"{log['dst_sparsity']:.3f}",
-            "on" if log["hsa_on"] else "off",
-            f"{1e3 * r['seconds']:.1f}",
-            *speedups(dense, r),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    density = flop_attn_density(MST_PATTERN, s.seq, s.stride, DEFAULT_CONVENTION)
-    whole = schedule_flops(
-        model_shape(s), MST_RUN_STEPS, MST_VARIATION, MST_DST, ultra_attn_density=density
-    )
-    lines += [
-        "",
-        f"Whole run, FLOP-predicted: {whole['reduction']:.2f}x fewer training FLOPs than dense "
-        "(`sparsity.variation.schedule_flops`, the sum of the same per-step ledger).",
     ]
     return lines
 

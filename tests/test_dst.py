@@ -13,16 +13,13 @@ from sparselm.flops import ModelShape, train_flops_per_token
 from sparselm.hooks import TrainHook
 from sparselm.model import lm_loss
 from sparselm.optim import OptimConfig, build_adamw
-from sparselm.sparsity.dst import (
+from sparselm.sparsity.dst import DynamicSparsity, dst_targets, next_mask, target_shape
+from sparselm.sparsity.dst_schedule import (
     DSTConfig,
-    DynamicSparsity,
-    dst_targets,
     grow_split,
     model_targets,
-    next_mask,
     swap_counts,
     target_counts,
-    target_shape,
 )
 from sparselm.train import TrainConfig, TrainRun, train
 

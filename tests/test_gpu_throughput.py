@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import subprocess
@@ -15,7 +16,8 @@ from sparselm.attention import pick_route
 from sparselm.flops import ModelShape, train_flops_per_token
 from sparselm.methods.hsa import flop_attn_density
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "gpu_throughput.py"
 
 
 def bench(*args: str) -> str:
@@ -27,6 +29,8 @@ def bench(*args: str) -> str:
 
 
 def load_script():
+    if str(BENCHMARKS) not in sys.path:  # its sibling modules, found as when run as a script
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
@@ -78,14 +82,15 @@ def test_hsa_rows_predict_from_the_ledger_and_name_the_auto_route(cpu_report):
     out, _ = cpu_report
     script = load_script()
     s = script.setting(script.parse_args(["--device", "cpu"]))
-    names = tuple(f"HSA {p}" for p in script.HSA_PATTERNS)
+    patterns = importlib.import_module("gpu_method_rows").HSA_PATTERNS
+    names = tuple(f"HSA {p}" for p in patterns)
     table = rows(out, names)
     assert set(table) == set(names)
     shape = ModelShape(
         s.model.n_layer, s.model.d_model, s.model.n_head, s.model.d_ff, s.seq, s.model.vocab_size
     )
     dense = train_flops_per_token(shape)["total"]
-    for pattern in script.HSA_PATTERNS:
+    for pattern in patterns:
         _, route, density, ms, tps, predicted, causal_half, measured = table[f"HSA {pattern}"]
         assert route == pick_route(pattern, "auto", torch.device("cpu"), s.seq, s.stride)
         expected_density = flop_attn_density(pattern, s.seq, s.stride, "megatron_full_attn")

@@ -23,7 +23,7 @@ from sparselm.distributed import SINGLE, DistContext
 from sparselm.methods.hsa import HSAConfig
 from sparselm.methods.mst import MSTConfig, build_hooks
 from sparselm.optim import OptimConfig, build_adamw
-from sparselm.sparsity.dst import DSTConfig
+from sparselm.sparsity.dst_schedule import DSTConfig
 from sparselm.sparsity.variation import VariationConfig
 from sparselm.train import TrainConfig, TrainRun, train
 

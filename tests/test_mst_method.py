@@ -19,7 +19,8 @@ from sparselm.methods.hsa import HSAConfig, HSAHook
 from sparselm.methods.mst import MSTConfig, MSTPlan, MSTSchedule, build_hooks, main, solve
 from sparselm.model import lm_loss
 from sparselm.optim import OptimConfig, build_adamw
-from sparselm.sparsity.dst import DSTConfig, DynamicSparsity
+from sparselm.sparsity.dst import DynamicSparsity
+from sparselm.sparsity.dst_schedule import DSTConfig
 from sparselm.sparsity.variation import schedule_flops
 from sparselm.train import TrainConfig, TrainRun, train
 

@@ -11,7 +11,8 @@ from helpers import RandomTokens, toy_model
 from sparselm.errors import ConfigError
 from sparselm.flops import FlopLedger, ModelShape, train_flops_per_token
 from sparselm.optim import OptimConfig, build_adamw
-from sparselm.sparsity.dst import DSTConfig, DSTTimeline, DynamicSparsity, model_targets
+from sparselm.sparsity.dst import DynamicSparsity
+from sparselm.sparsity.dst_schedule import DSTConfig, DSTTimeline, model_targets
 from sparselm.sparsity.variation import (
     SparsityVariation,
     VariationConfig,

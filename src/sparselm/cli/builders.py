@@ -23,7 +23,7 @@ from sparselm.methods.raptr import RaptrConfig, RaptrHook
 from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT, GPTConfig
 from sparselm.optim import OptimConfig
-from sparselm.sparsity.dst import DSTConfig
+from sparselm.sparsity.dst_schedule import DSTConfig
 from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
 from sparselm.sparsity.variation import VariationConfig
 from sparselm.tracking import Tracker, TrackerConfig, build_tracker

@@ -37,7 +37,8 @@ from sparselm.flops import (
 from sparselm.hooks import TrainHook
 from sparselm.methods.hsa import HSAConfig, HSAHook, flop_attn_density, layer_patterns, step_window
 from sparselm.model import GPT
-from sparselm.sparsity.dst import DSTConfig, DSTTimeline, DynamicSparsity, model_targets
+from sparselm.sparsity.dst import DynamicSparsity
+from sparselm.sparsity.dst_schedule import DSTConfig, DSTTimeline, model_targets
 from sparselm.sparsity.variation import SparsityVariation, VariationConfig, ledger_conventions
 
 SCHEDULES = ("variation", "constant")

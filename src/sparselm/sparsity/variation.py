@@ -25,7 +25,7 @@ from typing import Any
 
 from sparselm.errors import ConfigError
 from sparselm.flops import DEFAULT_CONVENTION, ModelShape, train_flops_per_token
-from sparselm.sparsity.dst import DSTConfig, DSTTimeline, model_targets
+from sparselm.sparsity.dst_schedule import DSTConfig, DSTTimeline, model_targets
 
 RAMPS = ("cubic", "staircase")
 PHASES = ("warmup", "ultra", "restoration")
