@@ -30,7 +30,7 @@ FIGURES = {
     "sqhead_fig_loss_curves": "Training CE at the highest sparsity, per loss",
     "sqhead_fig_layerwise_error": "Per-layer error against the teacher at the highest sparsity",
 }
-MIN_TEACHER_BLEU = 5.0  # below this the teacher barely writes scoreable text
+MIN_BLEU = 5.0  # below this a model barely writes scoreable text
 HELD, NOT_HELD, NOT_TESTABLE = "HELD", "DID NOT HOLD", "NOT TESTABLE"
 
 
@@ -96,27 +96,42 @@ def _verdict(rows: list, what: str, fmt: str) -> tuple[str, str]:
 
 def evaluate_claims(inputs: Inputs) -> list[Claim]:
     main, high = inputs.main, inputs.high_sparsity
-    claims = []
-    teacher = inputs.runs.loc[inputs.runs["loss"] == "dense", "bleu"].dropna() if (
-        "bleu" in inputs.runs
-    ) else pd.Series(dtype=float)  # fmt: skip
     statement = f"CE+SquareHead recovers more task quality (BLEU) than CE at ≥ {high:.0%} sparsity"
-    if teacher.empty or teacher.mean() < MIN_TEACHER_BLEU:
-        value = "none" if teacher.empty else f"{teacher.mean():.2f}"
-        claims.append(Claim("a", statement, NOT_TESTABLE, (
-            f"The dense teacher's BLEU is {value} (< {MIN_TEACHER_BLEU:g}): at this scale the "
-            "model barely writes scoreable text, so BLEU differences between students are noise. "
+    bleu = _compare(main, "bleu", high, True) if "bleu_mean" in main else []
+    best_ce = max((ce for *_, ce, _ in bleu), default=float("nan"))
+    if not best_ce >= MIN_BLEU:  # NaN too: nothing scored
+        claims = [Claim("a", statement, NOT_TESTABLE, (
+            f"The CE students' BLEU at high sparsity is at most {best_ce:.2f} (< {MIN_BLEU:g}): "
+            "at this scale they barely write scoreable text, so BLEU differences are noise. "
             "Claim (b) compares the held-out task loss instead."
-        )))  # fmt: skip
+        ))]  # fmt: skip
     else:
-        claims.append(Claim("a", statement, *_verdict(_compare(main, "bleu", high, True),
-                                                      "BLEU", ".2f")))  # fmt: skip
+        claims = [Claim("a", statement, *_verdict(bleu, "BLEU", ".2f"))]
     claims.append(Claim(
         "b", f"CE+SquareHead reaches a lower held-out task loss than CE at ≥ {high:.0%} sparsity",
         *_verdict(_compare(main, "final_val_loss", high, False), "val CE (nats)", ".3f"),
     ))  # fmt: skip
     claims.append(_pruner_claim(main))
     return claims
+
+
+def teacher_check(runs: pd.DataFrame) -> str | None:
+    """Is the teacher better than its students end up? Distillation assumes it is."""
+    sparse = runs[runs["loss"] != "dense"]
+    if sparse.empty or "dense_val_loss" not in sparse:
+        return None
+    teacher = float(sparse["dense_val_loss"].mean())
+    ce = sparse.loc[sparse["loss"] == "ce", "final_val_loss"]
+    if ce.empty or not ce.min() < teacher:
+        return None
+    return (
+        f"The dense teacher's val CE is {teacher:.3f}, but every CE student ends below it "
+        f"({ce.min():.3f}–{ce.max():.3f}): fine-tuning the pruned model for as many steps again "
+        "trains it past its teacher, so at this scale the teacher is under-trained and "
+        "distilling towards it pulls students back. The verdicts below test SquareHead with a "
+        "weaker teacher than the paper's (a converged dense fine-tune); the `gpu` and `paper` "
+        "scales fine-tune the teacher on the full task for 3-5 epochs."
+    )
 
 
 def _pruner_claim(main: pd.DataFrame) -> Claim:
@@ -166,6 +181,7 @@ def render(inputs: Inputs, out: Path) -> str:
         "## Summary",
         "",
         *[f"- **{c.statement}: {c.verdict}.**" for c in claims],
+        *([f"- Teacher check: {note}"] if (note := teacher_check(inputs.runs)) else []),
         "",
         "## What was run",
         "",
