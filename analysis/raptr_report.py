@@ -26,7 +26,12 @@ from analysis.raptr_runs import (
     schedule_label,
 )
 from analysis.spdf_claims import Claim
-from analysis.spdf_report import ReportInputError, _link, claims_section, publish
+from analysis.spdf_report import (
+    ReportInputError,
+    claims_section,
+    publish,
+    tables_and_figures,
+)
 
 TABLES = {
     "raptr_table_main": "Main comparison: final full-model val loss, FLOPs, wall clock, "
@@ -169,13 +174,7 @@ def render(inputs: Inputs, out: Path) -> str:
         *claims_section(claims),
         "",
     ]
-    for stem, title in TABLES.items():
-        csv = inputs.tables_dir / f"{stem}.csv"
-        lines += [f"## {title}", "", f"Data: [{csv.name}]({_link(csv, out)})", ""]
-        lines += [inputs.markdown[stem], ""]
-    lines += ["## Figures", ""]
-    for stem, title in FIGURES.items():
-        lines += [f"### {title}", "", f"![{title}]({_link(inputs.figures[stem], out)})", ""]
+    lines += tables_and_figures(inputs, TABLES, FIGURES, out)
     lines += ["## Caveats", "", *caveats(inputs), "", "## Provenance", "", *provenance(inputs)]
     return "\n".join(lines) + "\n"
 

@@ -185,19 +185,7 @@ def render(inputs: Inputs, out: Path) -> str:
         *claims_section(claims),
         "",
     ]
-    for stem, title in TABLES.items():
-        csv = inputs.tables_dir / f"{stem}.csv"
-        lines += [
-            f"## {title}",
-            "",
-            f"Data: [{csv.name}]({_link(csv, out)})",
-            "",
-            inputs.markdown[stem],
-            "",
-        ]
-    lines += ["## Figures", ""]
-    for stem, title in FIGURES.items():
-        lines += [f"### {title}", "", f"![{title}]({_link(inputs.figures[stem], out)})", ""]
+    lines += tables_and_figures(inputs, TABLES, FIGURES, out)
     lines += ["## Caveats", "", *caveats(inputs), "", "## Provenance", "", *provenance(inputs)]
     return "\n".join(lines) + "\n"
 
@@ -214,6 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     publish(inputs, args.out, render)
     return 0
+
+
+def tables_and_figures(
+    inputs: Any, tables: dict[str, str], figures: dict[str, str], out: Path
+) -> list[str]:
+    """A section per table (its CSV linked, its Markdown inlined), then every figure.
+
+    ``inputs`` carries ``tables_dir``, ``markdown`` (stem -> text) and ``figures`` (stem -> PNG).
+    """
+    lines: list[str] = []
+    for stem, title in tables.items():
+        csv = inputs.tables_dir / f"{stem}.csv"
+        lines += [f"## {title}", "", f"Data: [{csv.name}]({_link(csv, out)})", ""]
+        lines += [inputs.markdown[stem], ""]
+    lines += ["## Figures", ""]
+    for stem, title in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({_link(inputs.figures[stem], out)})", ""]
+    return lines
 
 
 def publish(inputs: Any, out: Path, render_fn: Callable[[Any, Path], str]) -> None:

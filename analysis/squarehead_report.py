@@ -18,7 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.spdf_claims import Claim
-from analysis.spdf_report import ReportInputError, _link, claims_section, publish
+from analysis.spdf_report import (
+    ReportInputError,
+    claims_section,
+    publish,
+    tables_and_figures,
+)
 from analysis.squarehead_runs import PRUNER_LABELS
 
 TABLES = {
@@ -192,13 +197,7 @@ def render(inputs: Inputs, out: Path) -> str:
         *claims_section(claims),
         "",
     ]
-    for stem, title in TABLES.items():
-        csv = inputs.tables_dir / f"{stem}.csv"
-        lines += [f"## {title}", "", f"Data: [{csv.name}]({_link(csv, out)})", ""]
-        lines += [inputs.markdown[stem], ""]
-    lines += ["## Figures", ""]
-    for stem, title in FIGURES.items():
-        lines += [f"### {title}", "", f"![{title}]({_link(inputs.figures[stem], out)})", ""]
+    lines += tables_and_figures(inputs, TABLES, FIGURES, out)
     lines += [
         "## Caveats",
         "",

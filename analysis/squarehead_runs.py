@@ -34,7 +34,8 @@ LOSS_LABELS = {
 }
 PRUNER_LABELS = {"magnitude": "magnitude", "sparsegpt": "SparseGPT", "gradual": "gradual"}
 TRAIN_FIELDS = ["final_val_loss", "dense_val_loss", "pruned_val_loss", "mask_sparsity", "steps",
-                "flops_total", "wall_time_s", "train_examples", "inference_flops_ratio"]  # fmt: skip
+                "flops_total", "wall_time_s", "train_examples",
+                "inference_flops_ratio"]  # fmt: skip
 CURVE_FIELDS = ["step", "loss_total", "loss_ce", "loss_kl", "loss_squarehead", "train_loss",
                 "val_loss"]  # fmt: skip
 
