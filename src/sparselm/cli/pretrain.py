@@ -88,7 +88,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
             builders.flop_summary(model_cfg, seq_len, cfg.flops.convention, hooks, train_cfg.steps)
             | {
                 "data": read_manifest(shards)["source"],
-                "sparsity": float(cfg.sparsity.get("level", 0.0)),
+                "static_sparsity": float(cfg.sparsity.get("level", 0.0)),  # sparsity=static only
                 "method": str(cfg.method.name),
             }
         ),
