@@ -18,54 +18,29 @@ import pandas as pd
 from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, RunSpec, budget, load_specs, ordered_variants, schedule_label
 from analysis.outputs import write_table
-from analysis.raptr_tables import zeroshot_scores
-from analysis.stats import format_mean_ci, mean_ci, summarize
-
-ACCURACY = ("acc_norm", "acc")  # averaged into the main table's zero-shot score
-
-
-def _pretrain(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
-
-
-def _stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    out = summarize(rows, ["variant"]).set_index("variant")
-    return out.rename(columns={c: f"{prefix}_{c}" for c in ("mean", "ci95", "n")})
-
-
-def paired_delta(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: value − dense on the same seed, mean and 95 % CI over shared seeds."""
-    by_seed = rows.pivot_table(index="seed", columns="variant", values="value")
-    out = []
-    for variant in by_seed.columns:
-        if DENSE not in by_seed:
-            mean = ci = math.nan
-        else:
-            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[DENSE])
-        out.append((variant, mean, ci))
-    return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
-
-
-def zeroshot_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
-    """(variant, seed, value): the mean accuracy over the zero-shot tasks of each run."""
-    scores = zeroshot_scores(frame)
-    acc = scores[scores["metric"].isin(ACCURACY)]
-    return acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
+from analysis.stats import format_mean_ci
+from analysis.variant_stats import (
+    paired_delta,
+    pretrain_metric,
+    variant_stats,
+    zeroshot_accuracy,
+    zeroshot_scores,
+)
 
 
 def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
     """Rows variant: final val loss and perplexity (dense attention), paired Δ vs dense, the
     ledger's training FLOPs and their reduction vs dense, wall clock, zero-shot accuracy."""
-    loss, flops = _pretrain(frame, "final_val_loss"), _pretrain(frame, "flops_total")
-    ppl, wall = _pretrain(frame, "final_val_ppl"), _pretrain(frame, "wall_time_s")
+    loss, flops = pretrain_metric(frame, "final_val_loss"), pretrain_metric(frame, "flops_total")
+    ppl, wall = pretrain_metric(frame, "final_val_ppl"), pretrain_metric(frame, "wall_time_s")
     acc = zeroshot_accuracy(frame)
     table = pd.concat(
         [
-            _stats(loss, "val_loss"),
-            paired_delta(loss).add_prefix("val_loss_"),
-            _stats(ppl, "val_ppl"),
-            _stats(flops, "flops_total")[["flops_total_mean"]],
-            _stats(wall, "wall_time_s"),
+            variant_stats(loss, "val_loss"),
+            paired_delta(loss, DENSE).add_prefix("val_loss_"),
+            variant_stats(ppl, "val_ppl"),
+            variant_stats(flops, "flops_total")[["flops_total_mean"]],
+            variant_stats(wall, "wall_time_s"),
         ],
         axis=1,
     )
@@ -73,8 +48,8 @@ def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
     for col, ref in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
         table[col] = table[ref] / dense[ref] if dense is not None else math.nan
     table["flops_reduction"] = 1.0 / table["flops_rel"]
-    table = table.join(_stats(acc, "zeroshot_acc"), how="left")
-    table = table.join(paired_delta(acc).add_prefix("zeroshot_acc_"), how="left")
+    table = table.join(variant_stats(acc, "zeroshot_acc"), how="left")
+    table = table.join(paired_delta(acc, DENSE).add_prefix("zeroshot_acc_"), how="left")
     table["zeroshot_tasks"] = zeroshot_scores(frame)["task"].nunique()
     table["schedule"] = [schedule_label(specs[v]) if v in specs else "" for v in table.index]
     table = table.reindex(ordered_variants(table.index))
@@ -126,7 +101,7 @@ def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
     scores = zeroshot_scores(frame)
     parts = [
-        _stats(rows, f"{task}_{metric}")
+        variant_stats(rows, f"{task}_{metric}")
         for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
     ]
     if not parts:

@@ -28,45 +28,16 @@ from analysis.raptr_runs import (
     schedule_label,
     stage_boundaries,
 )
-from analysis.spdf_tables import zeroshot_main_metric
-from analysis.stats import format_mean_ci, mean_ci, summarize
+from analysis.stats import format_mean_ci
+from analysis.variant_stats import (
+    ACCURACY,
+    paired_delta,
+    pretrain_metric,
+    variant_stats,
+    zeroshot_scores,
+)
 
-ACCURACY = ("acc_norm", "acc")  # averaged into the main table's zero-shot score
 TRAIN_WINDOW = 0.1  # train-loss window each side of a boundary, as a fraction of the run
-
-
-def _pretrain(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
-
-
-def _stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    out = summarize(rows, ["variant"]).set_index("variant")
-    return out.rename(columns={c: f"{prefix}_{c}" for c in ("mean", "ci95", "n")})
-
-
-def paired_delta(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: value − baseline on the same seed, mean and 95 % CI over shared seeds."""
-    by_seed = rows.pivot_table(index="seed", columns="variant", values="value")
-    out = []
-    for variant in by_seed.columns:
-        if BASELINE not in by_seed:
-            mean = ci = math.nan
-        else:
-            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[BASELINE])
-        out.append((variant, mean, ci))
-    return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
-
-
-def zeroshot_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """(variant, seed, task, metric, value): each task's main metric (acc_norm, acc, ...)."""
-    rows = frame[frame["stage"] == "eval_zeroshot"]
-    parts = []
-    for task in sorted(rows["task"].dropna().unique()):
-        metric = zeroshot_main_metric(rows.loc[rows["task"] == task, "metric"])
-        if metric is not None:
-            parts.append(rows[(rows["task"] == task) & (rows["metric"] == metric)])
-    columns = ["variant", "seed", "task", "metric", "value"]
-    return pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def baseline_loss_at(curves: pd.DataFrame, flops: pd.Series) -> pd.Series:
@@ -86,14 +57,14 @@ def main_table(
     """Rows variant: final full-model val loss, FLOPs (measured, vs baseline, block-only from
     the schedule), wall clock, mean zero-shot accuracy; with ``curves``, also the baseline's
     val loss at the variant's training FLOPs (an iso-FLOP comparison)."""
-    loss, flops = _pretrain(frame, "final_val_loss"), _pretrain(frame, "flops_total")
-    wall = _pretrain(frame, "wall_time_s")
+    loss, flops = pretrain_metric(frame, "final_val_loss"), pretrain_metric(frame, "flops_total")
+    wall = pretrain_metric(frame, "wall_time_s")
     table = pd.concat(
         [
-            _stats(loss, "val_loss"),
-            paired_delta(loss).add_prefix("val_loss_"),
-            _stats(flops, "flops_total")[["flops_total_mean"]],
-            _stats(wall, "wall_time_s"),
+            variant_stats(loss, "val_loss"),
+            paired_delta(loss, BASELINE).add_prefix("val_loss_"),
+            variant_stats(flops, "flops_total")[["flops_total_mean"]],
+            variant_stats(wall, "wall_time_s"),
         ],
         axis=1,
     )
@@ -109,7 +80,7 @@ def main_table(
     scores = zeroshot_scores(frame)
     acc = scores[scores["metric"].isin(ACCURACY)]
     per_seed = acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
-    table = table.join(_stats(per_seed, "zeroshot_acc"), how="left")
+    table = table.join(variant_stats(per_seed, "zeroshot_acc"), how="left")
     table["zeroshot_tasks"] = acc["task"].nunique()
     table = table.reindex(ordered_variants(table.index))
     return table.rename_axis("variant").reset_index()
@@ -156,7 +127,7 @@ def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
     scores = zeroshot_scores(frame)
     parts = [
-        _stats(rows, f"{task}_{metric}")
+        variant_stats(rows, f"{task}_{metric}")
         for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
     ]
     if not parts:

@@ -1,0 +1,56 @@
+"""Per-variant statistics shared by the variant studies (RaPTr, MST): one row per variant,
+mean and CI over seeds, and differences to a reference variant paired on the seed."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.spdf_tables import zeroshot_main_metric
+from analysis.stats import mean_ci, summarize
+
+ACCURACY = ("acc_norm", "acc")  # averaged into a main table's zero-shot score
+
+
+def pretrain_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The pre-training rows of one metric (variant, seed, value, ...)."""
+    return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
+
+
+def variant_stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Index variant; columns ``<prefix>_mean``, ``_ci95``, ``_n`` over seeds."""
+    out = summarize(rows, ["variant"]).set_index("variant")
+    return out.rename(columns={c: f"{prefix}_{c}" for c in ("mean", "ci95", "n")})
+
+
+def paired_delta(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per variant: value − ``reference`` on the same seed, mean and 95 % CI over shared seeds."""
+    by_seed = rows.pivot_table(index="seed", columns="variant", values="value")
+    out = []
+    for variant in by_seed.columns:
+        if reference not in by_seed:
+            mean = ci = math.nan
+        else:
+            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[reference])
+        out.append((variant, mean, ci))
+    return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
+
+
+def zeroshot_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """(variant, seed, task, metric, value): each task's main metric (acc_norm, acc, ...)."""
+    rows = frame[frame["stage"] == "eval_zeroshot"]
+    parts = []
+    for task in sorted(rows["task"].dropna().unique()):
+        metric = zeroshot_main_metric(rows.loc[rows["task"] == task, "metric"])
+        if metric is not None:
+            parts.append(rows[(rows["task"] == task) & (rows["metric"] == metric)])
+    columns = ["variant", "seed", "task", "metric", "value"]
+    return pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def zeroshot_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    """(variant, seed, value): the mean accuracy over the zero-shot tasks of each run."""
+    scores = zeroshot_scores(frame)
+    acc = scores[scores["metric"].isin(ACCURACY)]
+    return acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
