@@ -8,7 +8,6 @@ regenerating it from the same results gives the same file.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from analysis.spdf_claims import Claim
 from analysis.spdf_report import (
     ReportInputError,
     claims_section,
-    publish,
+    report_main,
     tables_and_figures,
 )
 
@@ -180,17 +179,9 @@ def render(inputs: Inputs, out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/raptr"))
-    parser.add_argument("--out", type=Path, default=Path("reports/raptr.md"))
-    args = parser.parse_args(argv)
-    try:
-        inputs = load_inputs(args.results)
-    except ReportInputError as err:
-        print(f"raptr_report: {err}", file=sys.stderr)
-        return 1
-    publish(inputs, args.out, render)
-    return 0
+    return report_main(
+        argv, __doc__.splitlines()[0], "raptr", lambda args: load_inputs(args.results), render
+    )
 
 
 if __name__ == "__main__":

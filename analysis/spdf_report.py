@@ -191,16 +191,33 @@ def render(inputs: Inputs, out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/spdf"))
-    parser.add_argument("--out", type=Path, default=Path("reports/spdf.md"))
+    return report_main(
+        argv, __doc__.splitlines()[0], "spdf", lambda args: load_inputs(args.results), render
+    )
+
+
+def report_main(
+    argv: Sequence[str] | None,
+    description: str,
+    study: str,
+    load: Callable[[argparse.Namespace], Any],
+    render_fn: Callable[[Any, Path], str],
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """The command line every study report shares: ``--results``, ``--out`` (+ ``add_args``);
+    a missing input is one line on stderr and exit code 1."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
+    parser.add_argument("--out", type=Path, default=Path(f"reports/{study}.md"))
+    if add_args is not None:
+        add_args(parser)
     args = parser.parse_args(argv)
     try:
-        inputs = load_inputs(args.results)
+        inputs = load(args)
     except ReportInputError as err:
-        print(f"spdf_report: {err}", file=sys.stderr)
+        print(f"{study}_report: {err}", file=sys.stderr)
         return 1
-    publish(inputs, args.out, render)
+    publish(inputs, args.out, render_fn)
     return 0
 
 

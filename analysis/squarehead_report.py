@@ -9,7 +9,6 @@ held-out task loss; and does SparseGPT damage the model less than magnitude prun
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from analysis.spdf_claims import Claim
 from analysis.spdf_report import (
     ReportInputError,
     claims_section,
-    publish,
+    report_main,
     tables_and_figures,
 )
 from analysis.squarehead_runs import PRUNER_LABELS
@@ -216,18 +215,14 @@ def render(inputs: Inputs, out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=Path("results/squarehead"))
-    ap.add_argument("--out", type=Path, default=Path("reports/squarehead.md"))
-    ap.add_argument("--high-sparsity", type=float, default=0.7)
-    args = ap.parse_args(argv)
-    try:
-        inputs = load_inputs(args.results, args.high_sparsity)
-    except ReportInputError as err:
-        print(f"squarehead_report: {err}", file=sys.stderr)
-        return 1
-    publish(inputs, args.out, render)
-    return 0
+    return report_main(
+        argv,
+        __doc__.splitlines()[0],
+        "squarehead",
+        lambda args: load_inputs(args.results, args.high_sparsity),
+        render,
+        lambda parser: parser.add_argument("--high-sparsity", type=float, default=0.7),
+    )
 
 
 if __name__ == "__main__":
