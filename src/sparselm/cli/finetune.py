@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer
 
 from sparselm import distributed
 from sparselm.checkpoint import load_hook_tensors
@@ -46,24 +47,7 @@ def main(argv: Sequence[str]) -> int:
 def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> int:
     device = dist.device(pick_device(cfg.device))
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
-    data_dir = Path(cfg.paths.data_dir)
-    split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
-    pool = train_pool(
-        load_task(cfg.task.name, "train", data_dir, split_map),
-        float(cfg.task.pool_fraction),
-        int(cfg.task.subset_seed),
-    )
-    batches = TaskBatches(
-        pool,
-        load_task(cfg.task.name, "validation", data_dir, split_map),
-        tok,
-        seq_len=min(int(cfg.train.seq_len), model.config.block_size),
-        micro_batch_size=int(cfg.train.micro_batch_size),
-        seed=int(cfg.seed),
-        fraction=float(cfg.task.fraction),
-        subset_seed=int(cfg.task.subset_seed),
-        grad_accum=int(cfg.train.grad_accum),
-    )
+    batches = task_batches(cfg, tok, model.config.block_size)
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
@@ -104,6 +88,34 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
         },
     )
     return 0
+
+
+def task_batches(
+    cfg: DictConfig, tok: Tokenizer, max_len: int, eot: int | None = None
+) -> TaskBatches:
+    """The task's train pool and validation split as batches sized by ``cfg.train``.
+
+    ``eot``: the end-of-text id of a foreign (Hugging Face) tokenizer; ours is looked up.
+    """
+    data_dir = Path(cfg.paths.data_dir)
+    split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
+    pool = train_pool(
+        load_task(cfg.task.name, "train", data_dir, split_map),
+        float(cfg.task.pool_fraction),
+        int(cfg.task.subset_seed),
+    )
+    return TaskBatches(
+        pool,
+        load_task(cfg.task.name, "validation", data_dir, split_map),
+        tok,
+        seq_len=min(int(cfg.train.seq_len), max_len),
+        micro_batch_size=int(cfg.train.micro_batch_size),
+        seed=int(cfg.seed),
+        fraction=float(cfg.task.fraction),
+        subset_seed=int(cfg.task.subset_seed),
+        grad_accum=int(cfg.train.grad_accum),
+        eot=eot,
+    )
 
 
 def train_pool(examples: list[TaskExample], pool_fraction: float, subset_seed: int) -> list:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from sparselm.cli import builders
 from sparselm.cli.common import compose_config, pick_device, run_cli, save_resolved_config, typed
-from sparselm.cli.finetune import finetune_steps, train_pool
+from sparselm.cli.finetune import finetune_steps, task_batches
 from sparselm.cli.job import train_and_record
-from sparselm.cli.model_source import ModelSource, load_source, save_hf_model
+from sparselm.cli.model_source import load_source, save_hf_model
 from sparselm.data.task_batches import TaskBatches
-from sparselm.data.tasks import load_task
 from sparselm.flops import ModelShape, forward_flops_per_token
 from sparselm.hooks import TrainHook
 from sparselm.methods.distill import (
@@ -52,7 +50,9 @@ def main(argv: Sequence[str]) -> int:
     distill_cfg = typed(DistillConfig, cfg.distill, "distill")
     device = pick_device(cfg.device)
     source = load_source(cfg, device)
-    batches = task_batches(cfg, source)
+    batches = task_batches(
+        cfg, source.tokenizer, source.max_len, source.eos_id if source.hf_eos else None
+    )
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
@@ -121,28 +121,6 @@ def main(argv: Sequence[str]) -> int:
     if source.family == "hf":
         save_hf_model(source, student, run_dir / "hf_model")
     return 0
-
-
-def task_batches(cfg: DictConfig, source: ModelSource) -> TaskBatches:
-    data_dir = Path(cfg.paths.data_dir)
-    split_map = dict(cfg.task.split_map) if cfg.task.get("split_map") else None
-    pool = train_pool(
-        load_task(cfg.task.name, "train", data_dir, split_map),
-        float(cfg.task.pool_fraction),
-        int(cfg.task.subset_seed),
-    )
-    return TaskBatches(
-        pool,
-        load_task(cfg.task.name, "validation", data_dir, split_map),
-        source.tokenizer,
-        seq_len=min(int(cfg.train.seq_len), source.max_len),
-        micro_batch_size=int(cfg.train.micro_batch_size),
-        seed=int(cfg.seed),
-        fraction=float(cfg.task.fraction),
-        subset_seed=int(cfg.task.subset_seed),
-        grad_accum=int(cfg.train.grad_accum),
-        eot=source.eos_id if source.hf_eos else None,
-    )
 
 
 def calibration_batches(batches: TaskBatches, samples: int) -> list[torch.Tensor]:
