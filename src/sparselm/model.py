@@ -9,6 +9,9 @@ The model knows nothing of sparsity or of any training method. It exposes what m
 * ``forward(..., attn_mask=...)``: an attention mask for every layer, or one per layer; a
   mask is a boolean tensor or an ``AttentionFn`` that computes attention itself.
 * ``forward(..., return_hidden=True)``: the residual stream after every layer.
+* ``forward(..., labels=y, head_loss=fn)``: the loss ``fn(final hidden, head weight, y)``
+  instead of the logits, so a loss that never builds the full logits (``lm_head_loss.py``)
+  runs inside the forward pass, where DDP and FSDP expect every parameter to be used.
 """
 
 from __future__ import annotations
@@ -66,8 +69,17 @@ class BlockLinear:
 
 @dataclass
 class GPTOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     hidden_states: list[torch.Tensor] | None = None
+    loss: torch.Tensor | None = None
+
+
+class HeadLoss(Protocol):
+    """(final hidden states, LM head weight, labels) -> mean loss."""
+
+    def __call__(
+        self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 # A plan lists (layer index, residual scale) for the blocks to run, in order.
@@ -207,6 +219,8 @@ class GPT(nn.Module):
         plan: BlockPlan | None = None,
         attn_mask: AttnMask | Sequence[AttnMask] = None,
         return_hidden: bool = False,
+        labels: torch.Tensor | None = None,
+        head_loss: HeadLoss | None = None,
     ) -> GPTOutput:
         B, T = idx.shape
         if T > self.config.block_size:
@@ -223,6 +237,9 @@ class GPT(nn.Module):
             x = self.blocks[layer](x, mask, scale)
             if hidden is not None:
                 hidden.append(x)
+        if head_loss is not None and labels is not None:
+            loss = head_loss(self.ln_f(x), self.lm_head.weight, labels)
+            return GPTOutput(logits=None, hidden_states=hidden, loss=loss)
         logits = self.lm_head(self.ln_f(x))
         return GPTOutput(logits=logits, hidden_states=hidden)
 

@@ -29,7 +29,8 @@ from sparselm.distributed import SINGLE, DistContext
 from sparselm.errors import ConfigError, TrainingDivergedError
 from sparselm.flops import FlopLedger
 from sparselm.hooks import TrainHook
-from sparselm.model import lm_loss
+from sparselm.lm_head_loss import ChunkedHeadLoss
+from sparselm.model import GPT, lm_loss
 from sparselm.optim import OptimConfig
 from sparselm.schedules import warmup_cosine_lr
 from sparselm.sparsity.stats import measured_sparsity
@@ -56,6 +57,9 @@ class TrainConfig:
     progress: bool | None = None  # None: a bar only when stderr is a terminal
     parallel: str = "ddp"  # ddp | fsdp: how torchrun ranks hold the model (one process: unused)
     compile: bool = False  # torch.compile each block and the loss (the hooks see plain modules)
+    # tokens per chunk of the LM head + cross-entropy (lm_head_loss.py); 0: full logits. Used
+    # where the loss is the plain LM loss of a sparselm GPT (no hook reads the logits)
+    loss_chunk: int = 0
 
 
 @dataclass
@@ -126,6 +130,7 @@ class _Loop:
         if run.cfg.compile:
             _compile_blocks(run.model)
             self.loss_fn = torch.compile(lm_loss)
+        self.head_loss = _chunked_head_loss(run)
         self.last_val: float | None = None
         self.last_train: float | None = None
         self.wall = 0.0
@@ -211,8 +216,12 @@ class _Loop:
             )
             with distributed.grad_sync(self.engine, micro == last):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    out = self.engine(x, **kwargs)
-                    terms = {"train_loss": self.loss_fn(out.logits, y)}
+                    if self.head_loss is not None:
+                        out = self.engine(x, labels=y, head_loss=self.head_loss, **kwargs)
+                        terms = {"train_loss": out.loss}
+                    else:
+                        out = self.engine(x, **kwargs)
+                        terms = {"train_loss": self.loss_fn(out.logits, y)}
                     for hook in run.hooks:
                         terms.update(hook.extra_losses(x, y, out))
                 total = sum(terms.values())
@@ -287,7 +296,10 @@ class _Loop:
         for x, y in batches:
             x, y = x.to(self.device), y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                losses.append(float(lm_loss(model(x).logits, y)))
+                if self.head_loss is not None:
+                    losses.append(float(model(x, labels=y, head_loss=self.head_loss).loss))
+                else:
+                    losses.append(float(lm_loss(model(x).logits, y)))
         model.train()
         total, count = sum(losses), len(losses)
         if self.dist.active and not distributed.is_sharded(model):
@@ -340,6 +352,17 @@ def _truncate_log(path: Path, step: int) -> None:
         if line.strip() and json.loads(line)["step"] <= step
     ]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def _chunked_head_loss(run: TrainRun) -> ChunkedHeadLoss | None:
+    """The chunked LM-head loss when ``train.loss_chunk`` asks for it and it computes the same
+    loss: the model is a sparselm GPT and no hook adds a loss term (those read the logits)."""
+    if run.cfg.loss_chunk < 0:
+        raise ConfigError(f"train.loss_chunk={run.cfg.loss_chunk} must be >= 0 (0: full logits)")
+    reads_logits = any(type(h).extra_losses is not TrainHook.extra_losses for h in run.hooks)
+    if run.cfg.loss_chunk == 0 or reads_logits or not isinstance(run.model, GPT):
+        return None
+    return ChunkedHeadLoss(run.cfg.loss_chunk, compiled=run.cfg.compile)
 
 
 def _compile_blocks(model: nn.Module) -> None:
