@@ -41,6 +41,8 @@ class Setting:
     matmul_sizes: tuple[int, ...]
     nm_tokens: int  # rows of the activation in the 2:4 table (batch x seq on GPU)
     stride: int  # w of the sparse attention patterns
+    loss_chunk: int = 0  # train.loss_chunk: tokens per chunk of the LM head + loss; 0: full
+    compile_mode: str = "default"  # train.compile_mode
 
 
 def sync(device: torch.device) -> None:
@@ -113,7 +115,14 @@ def run_variant(
     model = GPT(s.model).to(s.device)
     hooks = hooks_for(model)
     optim = OptimConfig(warmup_steps=0)
-    cfg = TrainConfig(steps=NEVER, log_every=NEVER, progress=False, compile=s.compile)
+    cfg = TrainConfig(
+        steps=NEVER,
+        log_every=NEVER,
+        progress=False,
+        compile=s.compile,
+        compile_mode=s.compile_mode,
+        loss_chunk=s.loss_chunk,
+    )
     batches = FixedTokens(s.model.vocab_size, s.batch, s.seq, s.device)
     with tempfile.TemporaryDirectory() as tmp:
         run = TrainRun(model, build_adamw(model, optim), batches, cfg, optim, Path(tmp), hooks)

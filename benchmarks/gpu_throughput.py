@@ -8,7 +8,8 @@ grad clip, fused AdamW on CUDA, bf16 autocast, flash SDPA, ``train.compile``). T
 
 1. the bf16 matmul rate of large square matmuls on this GPU (the MFU denominator);
 2. dense GPT-2 Small: tokens/s, MFU (6N + 12·L·d·T FLOPs per token against the measured
-   matmul rate) and peak memory; then static 75 % sparsity (SPDF's masks) and a RaPTr path
+   matmul rate) and peak memory, with the chunked LM-head loss (``--loss-chunk``) and with
+   the full logits; then static 75 % sparsity (SPDF's masks) and a RaPTr path
    of half the depth, each with its FLOP-predicted speedup beside the measured one;
 3. hybrid sparse attention: the same step with every layer on one pattern (local, strided,
    sparse, fixed) through the route ``auto`` picks on this device;
@@ -26,6 +27,7 @@ loop's ledger (``TrainHook.flop_factors``) at the steps that were timed. The ste
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -81,14 +83,18 @@ def raptr_hooks(model: GPT) -> list[TrainHook]:
 def training_table(s: Setting, peak_rate: float, dense: dict[str, Any]) -> list[str]:
     # (name, hooks, whether the saved FLOPs are really not executed): masked weights still run
     # through dense kernels, while a block off the RaPTr path does not run at all
-    variants = (
+    variants = [
         ("dense", no_hooks, False),
         ("static 75%", static_hooks(0.75), False),
         ("RaPTr, path 6/12", raptr_hooks, True),
-    )
+    ]
     results = {"dense": dense}
     for name, build, _ in variants[1:]:
         results[name] = measure(s, name, build)
+    if s.loss_chunk:  # what the chunked LM-head loss saves: the same step with full logits
+        full = "dense, full logits"
+        variants.insert(1, (full, no_hooks, False))
+        results[full] = measure(dataclasses.replace(s, loss_chunk=0), full, no_hooks)
     tokens = s.batch * s.seq
     lines = table_head(
         [
@@ -177,7 +183,7 @@ def setting(args: argparse.Namespace) -> Setting:
     if device.type == "cpu":  # checks the script, measures nothing of interest
         model = GPTConfig(vocab_size=256, n_layer=4, n_head=2, d_model=32, d_ff=64, block_size=32)
         # w = 8 over T = 32: four chunks, so `auto` takes both CPU routes (sparse needs six)
-        return Setting(device, model, 2, 32, args.steps, 1, False, (64,), 64, 8)
+        return Setting(device, model, 2, 32, args.steps, 1, False, (64,), 64, 8, loss_chunk=16)
     shape = load_model_config(args.model)
     keys = ("n_layer", "n_head", "d_model", "d_ff", "bias", "dropout")
     model = GPTConfig(vocab_size=args.vocab, block_size=args.seq, **{k: shape[k] for k in keys})
@@ -194,6 +200,8 @@ def setting(args: argparse.Namespace) -> Setting:
         sizes,
         args.batch * args.seq,
         args.stride,
+        args.loss_chunk,
+        args.compile_mode,
     )
 
 
@@ -233,7 +241,8 @@ def report(s: Setting) -> str:
         *(f"| {n} | {rate / 1e12:.1f} |" for n, rate in rates),
         "",
         f"## Training step, {s.model.n_layer} layers x {s.model.d_model}, vocab "
-        f"{s.model.vocab_size}, batch {s.batch} x {s.seq}, compile={s.compile}",
+        f"{s.model.vocab_size}, batch {s.batch} x {s.seq}, compile={s.compile} "
+        f"({s.compile_mode}), loss_chunk={s.loss_chunk}",
         "",
         f"{s.warmup} untimed steps, then the median of {s.steps} timed steps. MFU uses the "
         f"best measured matmul rate ({peak / 1e12:.1f} TFLOP/s). FLOP-predicted speedup is "
@@ -285,12 +294,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation)")
     p.add_argument("--no-compile", action="store_true", help="eager blocks and loss")
     p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead"),
+        help="train.compile_mode (the last two capture CUDA graphs)",
+    )
+    p.add_argument(
+        "--loss-chunk",
+        type=int,
+        default=4096,
+        help="train.loss_chunk of every row (0: full logits); > 0 adds a full-logits dense row",
+    )
+    p.add_argument(
         "--stride", type=int, default=128, help="w of the sparse attention patterns (CUDA only)"
     )
     p.add_argument("--out", type=Path, help="also write the Markdown to this file")
     args = p.parse_args(argv)
-    if min(args.batch, args.seq, args.steps, args.stride) < 1 or args.warmup < 0:
-        p.error("--batch, --seq, --steps and --stride must be >= 1, --warmup >= 0")
+    if (
+        min(args.batch, args.seq, args.steps, args.stride) < 1
+        or min(args.warmup, args.loss_chunk) < 0
+    ):
+        p.error("--batch, --seq, --steps and --stride must be >= 1, --warmup and --loss-chunk >= 0")
     return args
 
 

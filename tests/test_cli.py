@@ -148,6 +148,8 @@ def _assert_one_line_error(proc, *needles):
         (["optim.lr=fast"], ["optim.lr"]),
         (["sparsity=static", "sparsity.distribution=cubic"], ["sparsity.distribution"]),
         (["data.source=nowhere"], ["nowhere", "pg_books"]),
+        (["train.loss_chunk=-8"], ["train.loss_chunk=-8"]),
+        (["train.compile_mode=fastest"], ["train.compile_mode='fastest'", "reduce-overhead"]),
     ],
 )
 def test_pretrain_config_errors_are_one_line(args, needles, env, tmp_path):

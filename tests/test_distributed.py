@@ -253,7 +253,9 @@ def cli_env(data_dir, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def cli_pretrained(cli_env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("torchrun") / "pretrain"
+    # the chunked LM-head loss too: the config key reaches the loop under torchrun
     args = ["scale=smoke", "sparsity=static", "sparsity.level=0.5", "train.steps=4"]
+    args.append("train.loss_chunk=256")
     _torchrun("pretrain", [*args, "train.grad_accum=2", f"hydra.run.dir={out}"], cli_env)
     return out
 
@@ -265,6 +267,7 @@ def test_torchrun_pretrain_cli_on_two_processes(cli_pretrained):
     assert metrics["steps"] == 4 and metrics["tokens"] == 4 * 2 * 8 * 64  # both ranks' tokens
     state = json.loads((latest_checkpoint(out) / "state.json").read_text())
     assert state["extra"]["world_size"] == 2
+    assert "loss_chunk: 256" in (latest_checkpoint(out) / "config.yaml").read_text()
     steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert steps == [4]  # logged once (smoke logs every 5 steps and at the end)
 

@@ -66,6 +66,7 @@ def test_cpu_mode_prints_every_table(cpu_report):
     for needle in (
         "matmul rate",
         "| dense |",
+        "| dense, full logits |",
         "| static 75% |",
         "| RaPTr, path 6/12 |",
         "Hybrid sparse attention",

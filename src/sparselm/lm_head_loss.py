@@ -24,7 +24,9 @@ IGNORE_INDEX = -100
 
 
 def chunk_ce(logits: Tensor, labels: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """Summed cross-entropy of one chunk and d(sum)/d(logits) (fp32; zero on ignored rows)."""
+    """Summed cross-entropy (fp32) of one chunk and d(sum)/d(logits) in the logits' dtype,
+    zero on ignored rows: compiled, the downcast fuses into the kernel that computes it."""
+    dtype = logits.dtype
     logits = logits.float()
     valid = labels != IGNORE_INDEX
     target = torch.where(valid, labels, 0).unsqueeze(1)
@@ -35,7 +37,7 @@ def chunk_ce(logits: Tensor, labels: Tensor, want_grad: bool) -> tuple[Tensor, T
         return loss_sum, None
     grad = torch.exp(logits - lse.unsqueeze(1))
     grad = grad.scatter_add(1, target, -torch.ones_like(picked).unsqueeze(1))
-    return loss_sum, grad * valid.unsqueeze(1)
+    return loss_sum, (grad * valid.unsqueeze(1)).to(dtype)
 
 
 @lru_cache(maxsize=2)
@@ -69,7 +71,6 @@ class _ChunkedLinearCE(torch.autograd.Function):
                 loss_sum = loss_sum + part
                 if grad is None:
                     continue
-                grad = grad.to(compute_dtype)
                 if grad_h is not None:
                     grad_h[start : start + chunk] = grad @ w
                 if want_w:

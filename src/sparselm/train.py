@@ -57,6 +57,9 @@ class TrainConfig:
     progress: bool | None = None  # None: a bar only when stderr is a terminal
     parallel: str = "ddp"  # ddp | fsdp: how torchrun ranks hold the model (one process: unused)
     compile: bool = False  # torch.compile each block and the loss (the hooks see plain modules)
+    # torch.compile mode: default | max-autotune-no-cudagraphs | max-autotune | reduce-overhead
+    # (the last two capture CUDA graphs)
+    compile_mode: str = "default"
     # tokens per chunk of the LM head + cross-entropy (lm_head_loss.py); 0: full logits. Used
     # where the loss is the plain LM loss of a sparselm GPT (no hook reads the logits)
     loss_chunk: int = 0
@@ -128,8 +131,8 @@ class _Loop:
         )
         self.loss_fn = lm_loss
         if run.cfg.compile:
-            _compile_blocks(run.model)
-            self.loss_fn = torch.compile(lm_loss)
+            _compile_blocks(run.model, run.cfg.compile_mode)
+            self.loss_fn = torch.compile(lm_loss, mode=run.cfg.compile_mode)
         self.head_loss = _chunked_head_loss(run)
         self.last_val: float | None = None
         self.last_train: float | None = None
@@ -365,7 +368,7 @@ def _chunked_head_loss(run: TrainRun) -> ChunkedHeadLoss | None:
     return ChunkedHeadLoss(run.cfg.loss_chunk, compiled=run.cfg.compile)
 
 
-def _compile_blocks(model: nn.Module) -> None:
+def _compile_blocks(model: nn.Module, mode: str) -> None:
     """Compile every module of an ``nn.ModuleList`` (the blocks) in place.
 
     Per block rather than the whole model: a block plan that changes from step to step
@@ -374,7 +377,7 @@ def _compile_blocks(model: nn.Module) -> None:
     for module in list(model.modules()):
         if isinstance(module, nn.ModuleList):
             for block in module:
-                block.compile()
+                block.compile(mode=mode)
 
 
 def _show_bar(cfg: TrainConfig) -> bool:

@@ -52,6 +52,9 @@ def build_model(cfg: GPTConfig, seed: int, device: torch.device) -> GPT:
     return GPT(cfg).to(device)
 
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+
+
 def train_config(cfg: DictConfig, **extra: Any) -> TrainConfig:
     node = {
         k: v
@@ -65,6 +68,11 @@ def train_config(cfg: DictConfig, **extra: Any) -> TrainConfig:
             raise ConfigError(f"train.{key}={getattr(tc, key)} must be >= 1")
     if tc.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"train.precision={tc.precision!r} is unknown; allowed: auto, bf16, fp32")
+    if tc.compile_mode not in COMPILE_MODES:
+        allowed = ", ".join(COMPILE_MODES)
+        raise ConfigError(f"train.compile_mode={tc.compile_mode!r} is unknown; allowed: {allowed}")
+    if tc.loss_chunk < 0:
+        raise ConfigError(f"train.loss_chunk={tc.loss_chunk} must be >= 0 (0: full logits)")
     return tc
 
 
