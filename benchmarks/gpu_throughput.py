@@ -220,13 +220,14 @@ def cpu_notice(s: Setting) -> list[str]:
     ]
 
 
-def report(s: Setting) -> str:
+TABLES = ("training", "hsa", "mst", "nm")
+
+
+def report(s: Setting, tables: tuple[str, ...] = TABLES) -> str:
     rates = matmul_rates(s)
     peak = max(rate for _, rate in rates)
-    dense = measure(s, "dense", no_hooks)
-    variation = SparsityVariation(MST_VARIATION, MST_RUN_STEPS)
-    start, end = variation.ultra_window()
-    v = MST_VARIATION
+    step_tables = [t for t in ("training", "hsa", "mst") if t in tables]
+    dense = measure(s, "dense", no_hooks) if step_tables else None
     dtype = "bf16" if s.device.type == "cuda" else "fp32"
     lines = [
         f"# GPU throughput on {device_name(s.device)}",
@@ -240,6 +241,21 @@ def report(s: Setting) -> str:
         "|---|---|",
         *(f"| {n} | {rate / 1e12:.1f} |" for n, rate in rates),
         "",
+    ]
+    if "training" in tables:
+        lines += training_section(s, peak, dense)
+    if "hsa" in tables:
+        lines += hsa_section(s, dense)
+    if "mst" in tables:
+        lines += mst_section(s, dense)
+    if "nm" in tables:
+        lines += ["## 2:4 semi-structured weight x dense activation (bf16)", ""]
+        lines += [*semi_structured_table(s), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def training_section(s: Setting, peak: float, dense: dict[str, Any]) -> list[str]:
+    return [
         f"## Training step, {s.model.n_layer} layers x {s.model.d_model}, vocab "
         f"{s.model.vocab_size}, batch {s.batch} x {s.seq}, compile={s.compile} "
         f"({s.compile_mode}), loss_chunk={s.loss_chunk}",
@@ -251,6 +267,11 @@ def report(s: Setting) -> str:
         "",
         *training_table(s, peak, dense),
         "",
+    ]
+
+
+def hsa_section(s: Setting, dense: dict[str, Any]) -> list[str]:
+    return [
         f"## Hybrid sparse attention (every layer, every step), w = {s.stride}",
         "",
         "The training step above with the HSA hook on from the first step, against the same "
@@ -262,6 +283,14 @@ def report(s: Setting) -> str:
         "",
         *hsa_table(s, dense),
         "",
+    ]
+
+
+def mst_section(s: Setting, dense: dict[str, Any]) -> list[str]:
+    variation = SparsityVariation(MST_VARIATION, MST_RUN_STEPS)
+    start, end = variation.ultra_window()
+    v = MST_VARIATION
+    return [
         "## MST phases",
         "",
         f"The training step under MST's hooks (`DynamicSparsity`: {MST_DST.distribution} "
@@ -276,11 +305,7 @@ def report(s: Setting) -> str:
         "",
         *mst_table(s, dense),
         "",
-        "## 2:4 semi-structured weight x dense activation (bf16)",
-        "",
-        *semi_structured_table(s),
     ]
-    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -308,6 +333,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--stride", type=int, default=128, help="w of the sparse attention patterns (CUDA only)"
     )
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        choices=TABLES,
+        default=list(TABLES),
+        help="which tables after the matmul rate (default: all)",
+    )
     p.add_argument("--out", type=Path, help="also write the Markdown to this file")
     args = p.parse_args(argv)
     if (
@@ -328,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_throughput: CUDA is not available; nothing measured (--device cpu: a tiny check)"
         )
         return 0
-    text = report(setting(args))
+    text = report(setting(args), tuple(args.tables))
     print(text, end="")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -141,3 +141,9 @@ def test_cuda_mode_small():
     assert "bf16 matmul rate" in out and "| dense |" in out and "cusparselt" in out
     assert "| HSA sparse | flex |" in out and "| ultra, DST update |" in out
     assert "failed" not in out
+
+
+def test_tables_picks_the_sections():
+    out = bench("--device", "cpu", "--steps", "1", "--tables", "training", "nm")
+    assert "| dense |" in out and "| dense, full logits |" in out and "2:4" in out
+    assert "Hybrid sparse attention" not in out and "MST phases" not in out

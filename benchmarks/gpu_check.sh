@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the suite in one go, about 10 minutes on one H100/H200:
+#
+#     benchmarks/gpu_check.sh [RESULTS_DIR]        (default: benchmarks/results)
+#
+# Needs torch with CUDA, numpy, pandas, safetensors, tqdm and PyYAML; runs from the source tree
+# (no install). Each part has its own time limit and its own Markdown + log file, so a part
+# that is slow or fails costs its own table, not the others. The most wanted numbers first:
+# the dense step's MFU and memory with the static-sparsity overhead, then the 2:4 kernels.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-benchmarks/results}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+
+part() {  # part LIMIT_S NAME SCRIPT ARGS...: run one benchmark into NAME.md, its stderr to NAME.log
+    local limit=$1 name=$2
+    shift 2
+    echo "== $name (at most ${limit}s)"
+    timeout "$limit" python "$@" --out "$out/$name.md" 2>"$out/$name.log"
+    local rc=$?
+    [ "$rc" -eq 0 ] || echo "$name: exit $rc (see $out/$name.log)"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+part 240 gpu_throughput_training benchmarks/gpu_throughput.py --tables training
+part 120 semi_structured benchmarks/semi_structured.py
+part 180 gpu_throughput_methods benchmarks/gpu_throughput.py --tables hsa mst nm
+part 60 hsa_attention_cuda benchmarks/hsa_attention.py --device cuda
