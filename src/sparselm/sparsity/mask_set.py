@@ -37,24 +37,28 @@ class MaskSet:
             masks[t.name][t.rows] = m.cpu()
         return cls(params, masks)
 
+    # One multi-tensor kernel per call (torch._foreach_mul_) rather than one kernel per
+    # parameter: on a GPU the ~4 x 72 small launches of GPT-2 Small per step are what cost.
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        for n, p in self.params.items():
-            p.mul_(self._factors[n])
+        names = list(self.params)
+        _multiply([self.params[n] for n in names], [self._factors[n] for n in names])
 
     @torch.no_grad()
     def apply_to_grads(self) -> None:
-        for n, p in self.params.items():
-            if p.grad is not None:
-                p.grad.mul_(self._factors[n])
+        names = [n for n, p in self.params.items() if p.grad is not None]
+        _multiply([self.params[n].grad for n in names], [self._factors[n] for n in names])
 
     @torch.no_grad()
     def apply_to_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
         """Zero every per-element state tensor (AdamW exp_avg, exp_avg_sq) at masked entries."""
+        tensors, factors = [], []
         for n, p in self.params.items():
             for value in optimizer.state.get(p, {}).values():
                 if torch.is_tensor(value) and value.shape == p.shape:
-                    value.mul_(self._factors[n])
+                    tensors.append(value)
+                    factors.append(self._factors[n])
+        _multiply(tensors, factors)
 
     def nnz(self) -> dict[str, int]:
         return {n: int(m.sum()) for n, m in self.masks.items()}
@@ -67,3 +71,9 @@ class MaskSet:
             m = state[f"mask.{n}"].to(device=self.params[n].device, dtype=torch.bool)
             self.masks[n] = m
             self._factors[n] = m.to(self.params[n].dtype)
+
+
+def _multiply(tensors: list[torch.Tensor], factors: list[torch.Tensor]) -> None:
+    """tensors[i] *= factors[i] in place, batched into multi-tensor kernels by device and dtype."""
+    if tensors:
+        torch._foreach_mul_(tensors, factors)
