@@ -55,6 +55,33 @@ def test_masked_weights_and_adam_moments_stay_zero_with_weight_decay(tmp_path):
             assert (opt.state[p][key][~mask] == 0).all(), (name, key)
 
 
+def test_re_masking_after_the_step_runs_until_the_zeros_settle_then_is_skipped(tmp_path):
+    """With masked gradients, AdamW keeps settled zeros exactly (checked by the test above on
+    the same 30 steps), so weights and moments are re-masked after the first step only, and
+    again whenever the masks are replaced."""
+    model = toy_model()
+    hook = _sparse(model, 0.75, seed=2)
+    calls = []
+    apply = hook.masks.apply_to_weights
+    hook.masks.apply_to_weights = lambda: (calls.append(1), apply())[1]
+    opt = build_adamw(model, OPTIM)
+    run = TrainRun(model, opt, RandomTokens(), TrainConfig(steps=5), OPTIM, tmp_path, hooks=[hook])
+    train(run)
+    assert len(calls) == 2  # on_train_start, then after the first optimizer step
+    calls.clear()
+    hook.load_state_dict(hook.state_dict())  # a restored mask set must settle again
+    hook.after_optimizer_step(5)
+    hook.after_optimizer_step(6)
+    assert len(calls) == 2  # load_state_dict, then the first step after it
+    unmasked = _sparse(toy_model(), 0.75, seed=2, mask_grads=False)
+    unmasked.on_train_start(model, opt)
+    n = []
+    unmasked.masks.apply_to_weights = lambda: n.append(1)
+    for step in range(3):  # without masked gradients every step must re-mask
+        unmasked.after_optimizer_step(step)
+    assert len(n) == 3
+
+
 def test_without_moment_masking_adam_would_not_keep_zeros():
     """Guards the test above: gradients alone don't suffice once the mask drops elsewhere."""
     model = toy_model()

@@ -72,6 +72,9 @@ class StaticSparsity(TrainHook):
         self.mask_optimizer_state = mask_optimizer_state
         self.optimizer: torch.optim.Optimizer | None = None
         self._density_by_kind = _density_by_kind(targets, masks)
+        # the MaskSet whose zeros the weights and AdamW moments are known to hold (see
+        # after_optimizer_step); None until a full re-masking has run
+        self._settled: MaskSet | None = None
 
     @classmethod
     def from_config(cls, linears: list[BlockLinear], cfg: StaticSparsityConfig) -> StaticSparsity:
@@ -82,15 +85,22 @@ class StaticSparsity(TrainHook):
     def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self.masks.apply_to_weights()
+        self._settled = None
 
     def after_backward(self, step: int) -> None:
         if self.mask_grads:
             self.masks.apply_to_grads()
 
     def after_optimizer_step(self, step: int) -> None:
+        # Once weights and AdamW moments are zero at the masked entries, masked gradients keep
+        # them exactly zero (zero moments give a zero update; weight decay scales a zero), so
+        # the three re-masking passes are skipped until the masks change.
+        if self.mask_grads and self._settled is self.masks:
+            return
         self.masks.apply_to_weights()
         if self.mask_optimizer_state and self.optimizer is not None:
             self.masks.apply_to_optimizer_state(self.optimizer)
+            self._settled = self.masks
 
     def flop_factors(self, step: int) -> dict[str, Any]:
         return {"density": dict(self._density_by_kind)}
@@ -102,6 +112,7 @@ class StaticSparsity(TrainHook):
         self.masks.load_state_dict(state)
         self._density_by_kind = _density_by_kind(self.targets, self.masks)
         self.masks.apply_to_weights()
+        self._settled = None
 
 
 def _density_by_kind(targets: list[BlockLinear], masks: MaskSet) -> dict[str, float]:
