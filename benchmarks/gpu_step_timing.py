@@ -43,6 +43,7 @@ class Setting:
     stride: int  # w of the sparse attention patterns
     loss_chunk: int = 0  # train.loss_chunk: tokens per chunk of the LM head + loss; 0: full
     compile_mode: str = "default"  # train.compile_mode
+    sdpa: str | None = None  # an SDPA backend to force (SDPBackend name, e.g. "cudnn"); None: auto
 
 
 def sync(device: torch.device) -> None:
@@ -111,6 +112,21 @@ def run_variant(
     ``prepare(hooks)`` runs once after the loop starts, to give the hooks the state that step
     finds (e.g. its masks).
     """
+    if s.sdpa is None:
+        return _run_variant(s, hooks_for, at_step, prepare)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
+    with sdpa_kernel([backend[s.sdpa]]):
+        return _run_variant(s, hooks_for, at_step, prepare)
+
+
+def _run_variant(
+    s: Setting,
+    hooks_for: HookBuilder,
+    at_step: int | None,
+    prepare: Callable[[list[TrainHook]], None] | None,
+) -> dict[str, Any]:
     torch.manual_seed(0)  # every variant starts from the same weights
     model = GPT(s.model).to(s.device)
     hooks = hooks_for(model)

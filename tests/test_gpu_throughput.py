@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -147,3 +148,14 @@ def test_tables_picks_the_sections():
     out = bench("--device", "cpu", "--steps", "1", "--tables", "training", "nm")
     assert "| dense |" in out and "| dense, full logits |" in out and "2:4" in out
     assert "Hybrid sparse attention" not in out and "MST phases" not in out
+
+
+def test_a_forced_attention_backend_runs_the_same_step():
+    script = load_script()
+    timing = importlib.import_module("gpu_step_timing")
+    s = script.setting(script.parse_args(["--device", "cpu", "--steps", "1"]))
+    forced = timing.run_variant(dataclasses.replace(s, sdpa="flash"), script.no_hooks)
+    plain = timing.run_variant(s, script.no_hooks)
+    assert forced["ledger_flops"] == plain["ledger_flops"] and forced["seconds"] > 0
+    names = [name for name, _ in script.step_settings(s)]
+    assert names == ["dense, full logits"]  # CPU: no compilation to compare, no cuDNN
