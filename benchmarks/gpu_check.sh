@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the suite in one go, about 10 minutes on one H100/H200:
+# Every GPU measurement of the suite in one go, under 10 minutes on one H100/H200:
 #
 #     benchmarks/gpu_check.sh [RESULTS_DIR]        (default: benchmarks/results)
 #
@@ -23,7 +23,8 @@ part() {  # part LIMIT_S NAME SCRIPT ARGS...: run one benchmark into NAME.md, it
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-part 240 gpu_throughput_training benchmarks/gpu_throughput.py --tables training
-part 120 semi_structured benchmarks/semi_structured.py
-part 180 gpu_throughput_methods benchmarks/gpu_throughput.py --tables hsa mst nm
-part 60 hsa_attention_cuda benchmarks/hsa_attention.py --device cuda
+part 200 gpu_throughput_training benchmarks/gpu_throughput.py --tables training
+part 100 semi_structured benchmarks/semi_structured.py
+part 60 block_sparse benchmarks/block_sparse.py
+part 150 gpu_throughput_methods benchmarks/gpu_throughput.py --tables hsa mst nm
+part 40 hsa_attention_cuda benchmarks/hsa_attention.py --device cuda
