@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+import yaml
 from torch import nn
 
 from sparselm.flops import ModelShape, conf_dir, load_model_config, reduction, train_flops_per_token
@@ -74,8 +74,9 @@ class FixedBatches:
 def model_config(size: Size) -> GPTConfig:
     """Shape from conf/model, vocabulary from the scale that trains it, context = size.seq."""
     cfg = load_model_config(size.name)
-    scale = OmegaConf.load(conf_dir() / "scale" / f"{size.scale}.yaml")
-    vocab = OmegaConf.select(scale, "tokenizer.vocab_size", default=cfg["vocab_size"])
+    # plain YAML: the GPU benchmarks import this module where OmegaConf is not installed
+    scale = yaml.safe_load((conf_dir() / "scale" / f"{size.scale}.yaml").read_text())
+    vocab = (scale.get("tokenizer") or {}).get("vocab_size", cfg["vocab_size"])
     keys = ("n_layer", "n_head", "d_model", "d_ff", "bias", "dropout")
     return GPTConfig(vocab_size=int(vocab), block_size=size.seq, **{k: cfg[k] for k in keys})
 

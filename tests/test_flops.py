@@ -251,6 +251,9 @@ def test_conf_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert shape_from_model_config(load_model_config("x")).seq_len == 4
     with pytest.raises(ConfigError, match="available: x"):
         load_model_config("gpt3_xl")
+    (tmp_path / "model" / "y.yaml").write_text("n_layer: 1\nd_model: ${width}\n")
+    with pytest.raises(ConfigError, match=r"^model: cannot load 'y' .*interpolation in d_model"):
+        load_model_config("y")
 
 
 @pytest.mark.parametrize(

@@ -311,27 +311,36 @@ def conf_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
 
 
+# the one interpolation model configs use: the vocabulary of the tokenizer they train with
+VOCAB_FROM_TOKENIZER = "${tokenizer.vocab_size}"
+
+
 def load_model_config(name: str, conf: Path | None = None) -> dict[str, Any]:
-    """Load conf/model/<name>.yaml, resolving ${tokenizer.vocab_size} from tokenizer/bpe.yaml."""
-    # imported here so the counter itself stays dependency-free
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    """Load conf/model/<name>.yaml, resolving ${tokenizer.vocab_size} from tokenizer/bpe.yaml.
+
+    Plain YAML rather than OmegaConf: the FLOP counter and the GPU benchmarks run where only
+    torch and PyYAML are installed.
+    """
+    import yaml  # imported here so the counter itself stays dependency-free
 
     conf = conf or conf_dir()
     available = sorted(p.stem for p in (conf / "model").glob("*.yaml"))
     if name not in available:
         raise ConfigError(f"model: unknown {name!r}, available: {', '.join(available) or 'none'}")
     try:
-        model = OmegaConf.load(conf / "model" / f"{name}.yaml")
-        root = OmegaConf.create({"model": model})
-        if OmegaConf.is_interpolation(model, "vocab_size"):
-            # smoke/tiny take vocab_size from the tokenizer they are trained with
-            root.tokenizer = OmegaConf.load(conf / "tokenizer" / "bpe.yaml")
-        resolved = OmegaConf.to_container(root.model, resolve=True)
-    except (OSError, OmegaConfBaseException) as err:
+        model = yaml.safe_load((conf / "model" / f"{name}.yaml").read_text())
+        if not isinstance(model, dict):
+            raise ValueError("not a mapping of model keys")
+        if model.get("vocab_size") == VOCAB_FROM_TOKENIZER:
+            tokenizer = yaml.safe_load((conf / "tokenizer" / "bpe.yaml").read_text())
+            model["vocab_size"] = tokenizer["vocab_size"]
+        left = [k for k, v in model.items() if isinstance(v, str) and "${" in v]
+        if left:
+            raise ValueError(f"unresolved interpolation in {', '.join(left)}")
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"model: cannot load {name!r} from {conf}: {first_line}") from err
-    return cast(dict[str, Any], resolved)
+    return cast(dict[str, Any], model)
 
 
 def _parse_args(argv: Sequence[str]) -> dict[str, str]:
