@@ -118,21 +118,22 @@ def best_sparse(packed: torch.Tensor, dense: torch.Tensor, transpose: bool, **kw
     """(default-algorithm seconds, best seconds, its alg_id, its split_k) over the search."""
 
     def run(alg: int, split: int) -> float:
+        extra = {"split_k": split} if split != 1 else {}  # older torch: no split_k argument
         return timed(
             lambda: torch._cslt_sparse_mm(
-                packed, dense, transpose_result=transpose, alg_id=alg, split_k=split, **kw
+                packed, dense, transpose_result=transpose, alg_id=alg, **extra, **kw
             ),
             iters=10,
         )
 
     default = run(0, 1)
     best = (default, 0, 1)
-    max_alg = torch.backends.cusparselt.get_max_alg_id() or 0
+    max_alg = getattr(torch.backends.cusparselt, "get_max_alg_id", lambda: None)() or 0
     for alg in range(max_alg + 1):
         for split in SPLIT_K:
             try:
                 best = min(best, (run(alg, split), alg, split))
-            except RuntimeError:  # not every (alg, split_k) exists for every shape
+            except (RuntimeError, TypeError):  # not every (alg, split_k) exists everywhere
                 continue
     return default, *best
 
@@ -224,9 +225,10 @@ def report(roofline_only: bool) -> str:
         return "\n".join(lines) + "\n"
     rates = machine_rates()
     cslt = torch.backends.cusparselt
+    max_alg = getattr(cslt, "get_max_alg_id", lambda: "?")()
     lines += [
         f"GPU: {torch.cuda.get_device_name()}; cuSPARSELt {cslt.version()}, algorithms "
-        f"0..{cslt.get_max_alg_id()}; measured bf16 {rates['bf16 FLOP/s'] / 1e12:.0f} TFLOP/s "
+        f"0..{max_alg}; measured bf16 {rates['bf16 FLOP/s'] / 1e12:.0f} TFLOP/s "
         f"(8192^3), fp8 {rates.get('fp8 FLOP/s', float('nan')) / 1e12:.0f} TFLOP/s, copy "
         f"{rates['bytes/s'] / 1e12:.2f} TB/s. Speedups are dense time / 2:4 time.",
         "",
