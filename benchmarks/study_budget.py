@@ -11,13 +11,18 @@ the tokens the job processes (fine-tuning batches counted at full ``train.seq_le
 distillation teacher's forward adds a third). Masks do not make a step faster on a GPU, so
 sparse runs cost what dense ones do; RaPTr, stacking and layer drop are charged as dense too
 (an upper bound). Time = FLOPs / (peak x MFU) plus fixed costs per job, all printed in the
-header; evaluation jobs are charged a fixed time each. It is a plan to check against a
-measured run (``gpu_throughput.py`` gives the MFU), not a measurement.
+header; evaluation jobs are charged a fixed time each. Jobs of a stage share the GPU as the
+local profile lets them (``gpu_share`` in ``pipelines/config/default.yaml``: a job holding 25 %
+runs beside three others): their fixed costs overlap, their compute does not, so a stage takes
+the longer of its summed compute and its jobs packed onto that many slots. Stages follow one
+another. It is a plan to check against a measured run (``gpu_throughput.py`` gives the MFU),
+not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import shlex
 import subprocess
 import sys
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from sparselm.cli.common import compose_config
@@ -55,7 +61,24 @@ class JobCost:
     stage: str
     tokens: float = 0.0
     flops: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole job, alone on the GPU
+    compute_s: float = 0.0  # of which the GPU is busy training
+
+
+def jobs_at_once(stage: str, scale: str) -> int:
+    """How many jobs of this stage the local profile runs side by side on one GPU."""
+    shares = yaml.safe_load((REPO / "pipelines/config/default.yaml").read_text())["gpu_share"]
+    kind = "scoring" if stage == "evaluate" else "training" if stage in TRAINING else None
+    share = shares[kind][scale] if kind else 0
+    return 100 // share if share else 1
+
+
+def stage_seconds(costs: list[JobCost], slots: int) -> float:
+    """Longest-first packing onto ``slots``, but never less than the stage's summed compute."""
+    loads = [0.0] * slots
+    for seconds in sorted((c.seconds for c in costs), reverse=True):
+        heapq.heapreplace(loads, loads[0] + seconds)
+    return max(max(loads), sum(c.compute_s for c in costs))
 
 
 def dag_commands(study: str, scale: str, data_dir: Path) -> list[tuple[str, list[str]]]:
@@ -126,10 +149,11 @@ class Planner:
         if distill is not None and (distill.kl > 0 or distill.squarehead > 0):
             per_token *= 4 / 3  # the teacher's forward pass: a third of a training step
         flops = tokens * per_token
-        seconds = flops / (self.a.peak_flops * self.a.mfu) + self.a.job_start_s
+        compute_s = flops / (self.a.peak_flops * self.a.mfu)
+        seconds = compute_s + self.a.job_start_s
         if cfg.train.get("compile"):
             seconds += self.a.compile_s
-        return JobCost(stage, tokens, flops, seconds)
+        return JobCost(stage, tokens, flops, seconds, compute_s)
 
 
 def study_table(study: str, scale: str, data_dir: Path, a: Assumptions) -> tuple[list[str], float]:
@@ -140,18 +164,21 @@ def study_table(study: str, scale: str, data_dir: Path, a: Assumptions) -> tuple
     lines = [
         f"## {study} at scale={scale}",
         "",
-        "| stage | jobs | tokens | PFLOP | minutes |",
-        "|---|---|---|---|---|",
+        "| stage | jobs | tokens | PFLOP | minutes, one at a time | at once | minutes |",
+        "|---|---|---|---|---|---|---|",
     ]
-    total = 0.0
+    total = serial = 0.0
     for stage, costs in by_stage.items():
-        seconds = sum(c.seconds for c in costs)
-        total += seconds
+        slots = jobs_at_once(stage, scale)
+        alone, seconds = sum(c.seconds for c in costs), stage_seconds(costs, slots)
+        serial, total = serial + alone, total + seconds
         tokens, flops = sum(c.tokens for c in costs), sum(c.flops for c in costs)
         cells = [stage, str(len(costs)), f"{tokens / 1e6:,.0f}M" if tokens else "-"]
-        cells += [f"{flops / 1e15:,.1f}" if flops else "-", f"{seconds / 60:,.1f}"]
+        cells += [f"{flops / 1e15:,.1f}" if flops else "-", f"{alone / 60:,.1f}", str(slots)]
+        cells.append(f"{seconds / 60:,.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| **total** | {sum(map(len, by_stage.values()))} | | | **{total / 60:,.0f}** |")
+    jobs = sum(map(len, by_stage.values()))
+    lines.append(f"| **total** | {jobs} | | | {serial / 60:,.0f} | | **{total / 60:,.0f}** |")
     return lines, total
 
 
@@ -164,7 +191,7 @@ def report(studies: list[str], scale: str, data_dir: Path, a: Assumptions) -> st
         f"Assumptions: {a.peak_flops / 1e12:.0f} TFLOP/s bf16 peak at {a.mfu:.0%} MFU "
         f"({a.peak_flops * a.mfu / 1e12:.0f} TFLOP/s achieved); {a.job_start_s:.0f} s to start "
         f"each job, {a.compile_s:.0f} s more where train.compile is on; {a.eval_job_s:.0f} s "
-        "per evaluation job. Jobs run one after another on one GPU.",
+        "per evaluation job. One GPU, shared as the local profile lets jobs share it.",
         "",
     ]
     totals = []

@@ -36,6 +36,12 @@ SQHEAD = config["squarehead"]["grids"][SCALE]
 if SCALE not in config["mst"]["grids"]:
     raise ValueError(f"bad study config: key mst.grids has no grid for scale={SCALE!r}")
 MST = config["mst"]["grids"][SCALE]
+for _kind in ("training", "scoring"):
+    if SCALE not in config["gpu_share"][_kind]:
+        raise ValueError(f"bad study config: key gpu_share.{_kind} has no value for scale={SCALE!r}")
+# percent of one GPU a training / scoring job holds (the local profile offers 100)
+TRAIN_GPU_SHARE = config["gpu_share"]["training"][SCALE]
+SCORE_GPU_SHARE = config["gpu_share"]["scoring"][SCALE]
 for _variant, _source in MST["pinned"].items():
     for _name in (_variant, _source):
         if _name not in MST["variants"]:

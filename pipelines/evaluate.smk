@@ -18,6 +18,8 @@ rule eval_zeroshot:
             f"'tasks=[{','.join(SPDF['zeroshot_tasks'])}]'",
             limit_override(SPDF["zeroshot_limit"]),
         ]),
+    resources:
+        gpu_share=SCORE_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
@@ -42,6 +44,8 @@ rule eval_nlg:
             f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SPDF['nlg_limit'])}",
             f"generation.num_beams={SPDF['num_beams']}",
         ]),
+    resources:
+        gpu_share=SCORE_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:

@@ -19,6 +19,8 @@ rule finetune:
             f"pretrained={Path(input.pretrained).parent} task={wc.task}",
             f"task.fraction={wc.fraction} seed={wc.seed}",
         ]),
+    resources:
+        gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:

@@ -26,6 +26,8 @@ rule pretrain_mst:
             f"seed={wc.seed} tokenizer.path={input.tokenizer}",
             f"data.shards_dir={Path(input.shards).parent}",
         ]),
+    resources:
+        gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
@@ -49,6 +51,8 @@ rule eval_zeroshot_mst:
             f"'tasks=[{','.join(MST['zeroshot_tasks'])}]'",
             limit_override(MST["zeroshot_limit"]),
         ]),
+    resources:
+        gpu_share=SCORE_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:

@@ -20,6 +20,8 @@ rule pretrain:
             f"seed={wc.seed} tokenizer.path={input.tokenizer}",
             f"data.shards_dir={Path(input.shards).parent}",
         ]),
+    resources:
+        gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:

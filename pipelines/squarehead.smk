@@ -26,6 +26,8 @@ rule sparse_finetune:
             f"prune={wc.pruner} {prune_target_overrides(wc.target)} distill={wc.loss}",
             sqhead_overrides(),
         ]),
+    resources:
+        gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
@@ -50,6 +52,8 @@ rule eval_sparse_nlg:
             f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SQHEAD['nlg_limit'])}",
             f"generation.num_beams={SQHEAD['num_beams']}",
         ]),
+    resources:
+        gpu_share=SCORE_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
@@ -74,6 +78,8 @@ rule eval_teacher_nlg:
             f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SQHEAD['nlg_limit'])}",
             f"generation.num_beams={SQHEAD['num_beams']}",
         ]),
+    resources:
+        gpu_share=SCORE_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:

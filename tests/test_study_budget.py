@@ -56,3 +56,24 @@ def test_every_study_at_gpu_scale_plans_to_about_an_hour(budget, data_dir):
     assert set(minutes) == set(budget.STUDIES)
     for study, value in minutes.items():
         assert 40 <= int(value) <= 70, (study, value)
+
+
+def test_jobs_sharing_the_gpu_overlap_fixed_costs_but_not_compute(budget):
+    jobs = [budget.JobCost("evaluate", seconds=60.0) for _ in range(5)]
+    assert budget.stage_seconds(jobs, 1) == 300.0
+    assert budget.stage_seconds(jobs, 4) == 120.0  # 4 then 1: two rounds
+    heavy = [budget.JobCost("pretrain", seconds=100.0, compute_s=90.0) for _ in range(4)]
+    assert budget.stage_seconds(heavy, 4) == 360.0  # the GPU's compute is not shared away
+    assert budget.jobs_at_once("evaluate", "gpu") == 4
+    assert budget.jobs_at_once("pretrain", "gpu") == 1
+    assert budget.jobs_at_once("pretrain", "gpu_smoke") == 4
+    assert budget.jobs_at_once("prepare", "gpu") == 1
+    assert budget.jobs_at_once("pretrain", "smoke") == 1
+
+
+@pytest.mark.slow
+def test_gpu_smoke_spdf_plans_under_ten_minutes(budget, data_dir):
+    a = budget.Assumptions(790e12, 0.40, 30.0, 60.0, 60.0)
+    text = budget.report(["spdf"], "gpu_smoke", data_dir, a)
+    minutes = int(re.search(r"spdf (\d+) min", text.splitlines()[-1]).group(1))
+    assert minutes < 10
