@@ -2,7 +2,8 @@
 
 SLURM's commands are replaced by small scripts on PATH: ``sbatch`` records its arguments and
 answers a job id, the account and status queries answer nothing. Snakemake submits the jobs
-whose inputs exist, then waits for statuses that never come, and is killed there.
+whose inputs exist, then waits for statuses that never come, and is killed there (without
+a lock, so none is left behind).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("snakemake_executor_plugin_slurm")
 
+# jobs are submitted concurrently: each call gets a file of its own
 FAKE_SBATCH = """#!/bin/bash
-calls="{calls}"
-n=$(ls "$calls" | wc -l)
-echo "$*" > "$calls/call$n.txt"
-echo $((4000 + n))
+echo "$*" > "$(mktemp {calls}/call.XXXXXX)"
+echo $((4000 + RANDOM))
 """
 
 
@@ -47,7 +47,7 @@ def submitted(targets: list[Path], tmp: Path, data_dir: Path) -> dict[str, str]:
     """Rule name -> the sbatch arguments Snakemake used for it."""
     bin_dir, calls = fake_slurm(tmp)
     results = tmp / "results"
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "pipelines/profiles/slurm"]
+    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--profile", "pipelines/profiles/slurm"]
     cmd += [str(t) for t in targets] + ["--slurm-logdir", str(tmp / "slurm_logs")]
     cmd += ["--config", "scale=gpu", f"data_dir={data_dir}", f"results_dir={results}"]
     cmd += [f"reports_dir={tmp}/reports", "device=cuda"]
