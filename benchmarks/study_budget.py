@@ -22,6 +22,7 @@ not a measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import shlex
 import subprocess
@@ -65,9 +66,14 @@ class JobCost:
     compute_s: float = 0.0  # of which the GPU is busy training
 
 
+@functools.cache
+def gpu_shares() -> dict[str, dict[str, int]]:
+    return yaml.safe_load((REPO / "pipelines/config/default.yaml").read_text())["gpu_share"]
+
+
 def jobs_at_once(stage: str, scale: str) -> int:
     """How many jobs of this stage the local profile runs side by side on one GPU."""
-    shares = yaml.safe_load((REPO / "pipelines/config/default.yaml").read_text())["gpu_share"]
+    shares = gpu_shares()
     kind = "scoring" if stage == "evaluate" else "training" if stage in TRAINING else None
     share = shares[kind][scale] if kind else 0
     return 100 // share if share else 1

@@ -24,29 +24,28 @@ SCALE = config["scale"]
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
 REPORTS = config["reports_dir"]
-if SCALE not in config["spdf"]["grids"]:
-    raise ValueError(f"bad study config: key spdf.grids has no grid for scale={SCALE!r}")
-SPDF = config["spdf"]["grids"][SCALE]
-if SCALE not in config["raptr"]["grids"]:
-    raise ValueError(f"bad study config: key raptr.grids has no grid for scale={SCALE!r}")
-RAPTR = config["raptr"]["grids"][SCALE]
-if SCALE not in config["squarehead"]["grids"]:
-    raise ValueError(f"bad study config: key squarehead.grids has no grid for scale={SCALE!r}")
-SQHEAD = config["squarehead"]["grids"][SCALE]
-if SCALE not in config["mst"]["grids"]:
-    raise ValueError(f"bad study config: key mst.grids has no grid for scale={SCALE!r}")
-MST = config["mst"]["grids"][SCALE]
-for _kind in ("training", "scoring"):
-    if SCALE not in config["gpu_share"][_kind]:
-        raise ValueError(f"bad study config: key gpu_share.{_kind} has no value for scale={SCALE!r}")
-# percent of one GPU a training / scoring job holds (the local profile offers 100)
-TRAIN_GPU_SHARE = config["gpu_share"]["training"][SCALE]
-SCORE_GPU_SHARE = config["gpu_share"]["scoring"][SCALE]
+
+
+def _at_scale(*keys: str):
+    """The entry for this scale under config[keys...], or a one-line error naming the key."""
+    table = functools.reduce(lambda node, key: node[key], keys, config)
+    if SCALE not in table:
+        raise ValueError(f"bad study config: key {'.'.join(keys)} has no entry for scale={SCALE!r}")
+    return table[SCALE]
+
+
+SPDF = _at_scale("spdf", "grids")
+RAPTR = _at_scale("raptr", "grids")
+SQHEAD = _at_scale("squarehead", "grids")
+MST = _at_scale("mst", "grids")
 for _variant, _source in MST["pinned"].items():
     for _name in (_variant, _source):
         if _name not in MST["variants"]:
             raise ValueError(f"bad study config: key mst.grids.{SCALE}.pinned.{_variant}: "
                              f"{_name!r} is not a variant of the grid")
+# percent of one GPU a training / scoring job holds (the local profile offers 100)
+TRAIN_GPU_SHARE = _at_scale("gpu_share", "training")
+SCORE_GPU_SHARE = _at_scale("gpu_share", "scoring")
 
 
 def _pretrain_datasets(scale: str) -> list[str]:

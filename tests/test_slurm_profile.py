@@ -15,10 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("snakemake_executor_plugin_slurm")
 
 # jobs are submitted concurrently: each call gets a file of its own
 FAKE_SBATCH = """#!/bin/bash
