@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: venv test lint reproduce bench clean
+.PHONY: venv test lint reproduce publish-reports bench clean
 
 venv: $(STAMP)
 
@@ -26,10 +26,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The main job: the SPDF study at the default scale (tables, figures, reports/spdf.md).
+# The main job: the SPDF study at the default scale (tables, figures, results/reports/spdf.md).
 reproduce: $(STAMP)
 	$(VENV)/bin/snakemake --cores all --profile pipelines/profiles/local reproduce_spdf \
 		--config scale=$(SCALE) data_dir=$(SPARSELM_DATA_DIR)
+
+# Copy the generated tiny reports over the committed reference ones in reports/.
+publish-reports: $(STAMP)
+	$(PY) -m analysis.publish_reports
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

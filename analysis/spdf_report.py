@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.provenance import with_stamp
 from analysis.spdf_claims import Claim, Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
 
@@ -208,7 +209,8 @@ def report_main(
     a missing input is one line on stderr and exit code 1."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
-    parser.add_argument("--out", type=Path, default=Path(f"reports/{study}.md"))
+    parser.add_argument("--out", type=Path, default=Path(f"results/reports/{study}.md"))
+    parser.add_argument("--scale", default=None, help="the scale the results were made at")
     if add_args is not None:
         add_args(parser)
     args = parser.parse_args(argv)
@@ -217,7 +219,7 @@ def report_main(
     except ReportInputError as err:
         print(f"{study}_report: {err}", file=sys.stderr)
         return 1
-    publish(inputs, args.out, render_fn)
+    publish(inputs, args.out, lambda inp, out: with_stamp(render_fn(inp, out), args.scale))
     return 0
 
 

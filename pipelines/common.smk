@@ -23,7 +23,7 @@ _validate(config)
 SCALE = config["scale"]
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
-REPORTS = config["reports_dir"]
+REPORTS = config["reports_dir"] or f"{RESULTS}/reports"
 
 
 def _at_scale(*keys: str):

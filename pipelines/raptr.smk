@@ -118,7 +118,8 @@ rule report_raptr:
         f"{RESULTS}/raptr/logs/report.log",
     params:
         results=lambda wildcards, input: str(Path(input[0]).parents[1]),
+        scale=SCALE,
     conda:
         "../environment.yml"
     shell:
-        "python -m analysis.raptr_report --results {params.results} --out {output.md} > {log} 2>&1"
+        "python -m analysis.raptr_report --results {params.results} --out {output.md} --scale {params.scale} > {log} 2>&1"

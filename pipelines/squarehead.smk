@@ -149,9 +149,10 @@ rule report_squarehead:
         f"{RESULTS}/squarehead/logs/report.log",
     params:
         results=lambda wildcards, input: str(Path(input[0]).parents[1]),
+        scale=SCALE,
         high=lambda wildcards: SQHEAD["high_sparsity"],
     conda:
         "../environment.yml"
     shell:
-        "python -m analysis.squarehead_report --results {params.results} --out {output.md}"
+        "python -m analysis.squarehead_report --results {params.results} --out {output.md} --scale {params.scale}"
         " --high-sparsity {params.high} > {log} 2>&1"
