@@ -8,7 +8,8 @@ gradients. Peak memory for the head drops from O(tokens x vocab) to O(chunk x vo
 same FLOPs (the head's two backward matmuls move into the forward pass).
 
 Numerics follow bf16 autocast: matmul inputs in the autocast dtype, logits rounded to it,
-softmax in fp32; the weight gradient is summed over chunks in fp32.
+softmax in fp32; the weight gradient is summed over chunks in fp32. "fp32" means at least
+fp32 (``accum_dtype``): an fp64 model keeps fp64 throughout.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
+def accum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the softmax and the sums: fp32 for bf16/fp16/fp32, fp64 for fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def chunk_ce(logits: Tensor, labels: Tensor, want_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """Summed cross-entropy (fp32) of one chunk and d(sum)/d(logits) in the logits' dtype,
-    zero on ignored rows: compiled, the downcast fuses into the kernel that computes it."""
+    """Summed cross-entropy (at least fp32) of one chunk and d(sum)/d(logits) in the logits'
+    dtype, zero on ignored rows: compiled, the downcast fuses into the kernel that computes it."""
     dtype = logits.dtype
-    logits = logits.float()
+    logits = logits.to(accum_dtype(dtype))
     valid = labels != IGNORE_INDEX
     target = torch.where(valid, labels, 0).unsqueeze(1)
     lse = torch.logsumexp(logits, dim=-1)
@@ -61,9 +67,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         want_grad = want_h or want_w
         w = weight.to(compute_dtype)
-        loss_sum = hidden.new_zeros((), dtype=torch.float32)
+        acc = accum_dtype(compute_dtype)
+        loss_sum = hidden.new_zeros((), dtype=acc)
         grad_h = torch.empty_like(hidden) if want_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], chunk):
                 h = hidden[start : start + chunk].to(compute_dtype)
@@ -74,7 +81,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
                 if grad_h is not None:
                     grad_h[start : start + chunk] = grad @ w
                 if want_w:
-                    grad_w += (grad.t() @ h).float()
+                    grad_w += (grad.t() @ h).to(acc)
         n_valid = (labels != IGNORE_INDEX).sum()
         ctx.save_for_backward(
             grad_h if grad_h is not None else hidden.new_empty(0),

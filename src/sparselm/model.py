@@ -245,7 +245,10 @@ class GPT(nn.Module):
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy; label -100 is ignored (context and padding)."""
+    """Mean next-token cross-entropy; label -100 is ignored (context and padding).
+
+    The softmax runs in at least fp32: bf16 logits are upcast, fp64 ones stay fp64."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100
     )
