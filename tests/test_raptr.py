@@ -118,6 +118,24 @@ def test_stages_rescale_to_the_model_depth_and_fixed_layers_resolve():
         RaptrConfig(sampling="uniform")
 
 
+def test_fixed_layers_that_cover_the_model_are_a_one_line_error():
+    """2 layers with the first and last fixed: no layer is left to sample, RaPTr would be the
+    dense baseline in disguise."""
+    node = {"name": "raptr", "fixed_layers": ["first", "last"]}
+    with pytest.raises(ConfigError) as err:
+        method_hooks(OmegaConf.create({"method": node}), toy_model(n_layer=2), total_steps=10)
+    msg = str(err.value)
+    assert "model.n_layer=2" in msg and "method.fixed_layers=[first, last]" in msg
+    assert "model.n_layer=4" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="model.n_layer=1 .*fixed_layers=\\[0\\]"):
+        RaptrHook(RaptrConfig(fixed_layers=(0,)), n_layer=1, total_steps=4)
+    # what the message suggests works: 4 layers sample the middle two, or nothing fixed
+    (deep,) = method_hooks(OmegaConf.create({"method": node}), toy_model(n_layer=4), 10)
+    assert any(len(deep.plan(s)) < 4 for s in range(5))
+    free = RaptrHook(RaptrConfig(fixed_layers=()), n_layer=2, total_steps=10)
+    assert any(len(free.plan(s)) < 2 for s in range(5))
+
+
 def _run(out, hooks=(), n_layer=4, steps=6, grad_accum=2):
     model = toy_model(seed=2, n_layer=n_layer)
     cfg = TrainConfig(steps=steps, grad_accum=grad_accum, eval_every=3, progress=False)
@@ -197,6 +215,26 @@ def test_method_hooks_registry_and_config_errors():
         with pytest.raises(ConfigError, match=key) as err:
             method_hooks(OmegaConf.create({"method": bad}), model, 10)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_pretrain_cli_refuses_raptr_on_the_two_layer_smoke_model(data_dir, tmp_path):
+    env = os.environ | {
+        "SPARSELM_DATA_DIR": str(data_dir),
+        "SPARSELM_PREPARED_DIR": str(tmp_path / "prepared"),
+    }
+    args = ["scale=smoke", "method=raptr", "logger=none", "tokenizer.max_train_chars=20000"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparselm.cli.pretrain", *args, f"hydra.run.dir={tmp_path / 'r'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "model.n_layer=2" in line and "method.fixed_layers=[first, last]" in line
+    assert not (tmp_path / "r" / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -149,6 +149,19 @@ def path_plan(
     return [(layer, 1.0 if layer in fixed else scale) for layer in path]
 
 
+def _require_a_free_layer(spec: Sequence[int | str], fixed: Sequence[int], n_layer: int) -> None:
+    """Refuse a model whose fixed layers are all its layers: every step would run the full
+    model and RaPTr would silently be the dense baseline."""
+    if len(fixed) < n_layer:
+        return
+    listed = ", ".join(str(x) for x in spec)
+    raise ConfigError(
+        f"method=raptr: model.n_layer={n_layer} with method.fixed_layers=[{listed}] leaves no "
+        f"layer to sample (every step would train all {n_layer}); use a deeper model "
+        f"(e.g. model.n_layer={n_layer + 2}) or fewer fixed layers (e.g. method.fixed_layers=[])"
+    )
+
+
 class RaptrHook(BlockPathHook):
     """Hands the loop the step's sampled path; evaluation (no plan) runs the full model."""
 
@@ -159,6 +172,7 @@ class RaptrHook(BlockPathHook):
         self.cfg = cfg
         self.total_steps = total_steps
         self.fixed = resolve_fixed_layers(cfg.fixed_layers, n_layer)
+        _require_a_free_layer(cfg.fixed_layers, self.fixed, n_layer)
         self.stages = resolve_stages(cfg, n_layer, len(self.fixed))
 
     def stage(self, step: int) -> tuple[int, Stage, float]:
