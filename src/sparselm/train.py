@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from sparselm import distributed
 from sparselm.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -32,6 +31,7 @@ from sparselm.hooks import TrainHook
 from sparselm.lm_head_loss import ChunkedHeadLoss
 from sparselm.model import GPT, lm_loss
 from sparselm.optim import OptimConfig
+from sparselm.progress import Progress
 from sparselm.schedules import warmup_cosine_lr
 from sparselm.sparsity.stats import measured_sparsity
 from sparselm.tracking import NullTracker, Tracker
@@ -54,7 +54,11 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: checkpoint only at the end
     keep_checkpoints: int = 2
     precision: str = "auto"  # auto (bf16 autocast on GPU) | bf16 | fp32
-    progress: bool | None = None  # None: a bar only when stderr is a terminal
+    # progress on stderr (rank 0): auto (a bar on a terminal, else lines) | bar | lines | off;
+    # lines: one every progress_every_s seconds and, if > 0, every progress_every steps
+    progress: str = "auto"
+    progress_every_s: float = 30.0
+    progress_every: int = 0
     parallel: str = "ddp"  # ddp | fsdp: how torchrun ranks hold the model (one process: unused)
     compile: bool = False  # torch.compile each block and the loss (the hooks see plain modules)
     # torch.compile mode: default | max-autotune-no-cudagraphs | max-autotune | reduce-overhead
@@ -87,18 +91,18 @@ def train(run: TrainRun, resume: bool = True, stop_at: int | None = None) -> dic
     loop = _Loop(run)
     loop.start(resume)
     last = min(run.cfg.steps, stop_at) if stop_at is not None else run.cfg.steps
-    bar = tqdm(
-        total=run.cfg.steps,
+    cfg = run.cfg
+    progress = Progress(
+        cfg.progress if run.dist.is_main else "off",
+        total=cfg.steps,
         initial=loop.state.step,
-        disable=not (_show_bar(run.cfg) and run.dist.is_main),
-        desc="train",
-        unit="step",
+        every_s=cfg.progress_every_s,
+        every_steps=cfg.progress_every,
     )
     while loop.state.step < last:
         record = loop.step()
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-    bar.close()
+        progress.update(record["step"], record["train_loss"], record["tokens"])
+    progress.close()
     loop.checkpoint()
     return loop.metrics()
 
@@ -378,7 +382,3 @@ def _compile_blocks(model: nn.Module, mode: str) -> None:
         if isinstance(module, nn.ModuleList):
             for block in module:
                 block.compile(mode=mode)
-
-
-def _show_bar(cfg: TrainConfig) -> bool:
-    return cfg.progress if cfg.progress is not None else sys.stderr.isatty()

@@ -23,6 +23,7 @@ from sparselm.methods.raptr import RaptrConfig, RaptrHook
 from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT, GPTConfig
 from sparselm.optim import OptimConfig
+from sparselm.progress import PROGRESS_MODES
 from sparselm.sparsity.dst_schedule import DSTConfig
 from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
 from sparselm.sparsity.variation import VariationConfig
@@ -62,6 +63,8 @@ def train_config(cfg: DictConfig, **extra: Any) -> TrainConfig:
         if k not in ("micro_batch_size", "seq_len", "epochs", "max_steps")
     }
     node.update(extra)
+    if isinstance(node.get("progress"), bool):  # YAML reads a bare `off` as false
+        node["progress"] = "bar" if node["progress"] else "off"
     tc = typed(TrainConfig, OmegaConf.create(node), "train")
     for key in ("steps", "grad_accum", "eval_batches"):
         if getattr(tc, key) < 1:
@@ -73,6 +76,14 @@ def train_config(cfg: DictConfig, **extra: Any) -> TrainConfig:
         raise ConfigError(f"train.compile_mode={tc.compile_mode!r} is unknown; allowed: {allowed}")
     if tc.loss_chunk < 0:
         raise ConfigError(f"train.loss_chunk={tc.loss_chunk} must be >= 0 (0: full logits)")
+    if tc.progress not in PROGRESS_MODES:
+        allowed = ", ".join(PROGRESS_MODES)
+        raise ConfigError(f"train.progress={tc.progress!r} is unknown; allowed: {allowed}")
+    if tc.progress_every_s < 0 or tc.progress_every < 0:
+        raise ConfigError(
+            f"train.progress_every_s={tc.progress_every_s} and "
+            f"train.progress_every={tc.progress_every} must be >= 0"
+        )
     return tc
 
 
