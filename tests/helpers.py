@@ -48,4 +48,5 @@ def save_tiny_run(run_dir, texts: list[str], block_size: int, seed: int = 0):
     model = GPT(toy_config(vocab_size=tok.get_vocab_size(), block_size=block_size))
     save_checkpoint(run_dir, TrainingState(step=1), model, None, {}, "")
     save_tokenizer(tok, run_dir / "tokenizer.json")
+    (run_dir / "metrics.json").write_text('{"steps": 1}\n')  # marks the run finished
     return run_dir

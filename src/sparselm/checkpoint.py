@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -35,6 +36,9 @@ from sparselm.errors import CheckpointError
 from sparselm.optim import parameter_names
 
 TIED_KEYS = ("lm_head.weight",)
+# Tensors a weights file may hold that the model need not have: the tied LM head (stored once,
+# as wte.weight, but older writers kept both names).
+OPTIONAL_KEYS = TIED_KEYS
 
 
 @dataclass
@@ -89,7 +93,7 @@ def save_checkpoint(
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _write_atomic(root / "latest", final.name)
-    _prune(root, keep_last)
+    _prune(root, keep_last, final)
     return final
 
 
@@ -133,17 +137,25 @@ def load_model_weights(ckpt: Path, model: nn.Module) -> None:
     file = Path(ckpt) / "model.safetensors"
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; expected a sparselm checkpoint folder")
-    saved = load_file(file)
+    saved = read_tensors(file)
     own = _own_shapes(model)
     missing = sorted(set(own) - set(saved))
     if missing:
         raise CheckpointError(f"{file}: lacks tensor {missing[0]!r}; it was made for another model")
+    extra = sorted(set(saved) - set(own) - set(OPTIONAL_KEYS))
+    if extra:
+        raise CheckpointError(
+            f"{file}: holds tensor {extra[0]!r}, which this model does not have; "
+            "it was made for another model"
+        )
     for k, shape in own.items():
         if saved[k].shape != shape:
             raise CheckpointError(
                 f"{file}: tensor {k!r} has shape {tuple(saved[k].shape)} but this model needs "
                 f"{tuple(shape)}; check model.* against the checkpoint's config.yaml"
             )
+        if saved[k].is_floating_point() and not bool(torch.isfinite(saved[k]).all()):
+            raise CheckpointError(f"{file}: tensor {k!r} holds NaN or inf values")
     if is_sharded(model):  # every rank read the full tensors; each keeps its own shard
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
@@ -178,20 +190,43 @@ def load_checkpoint(
 ) -> TrainingState:
     """Restore weights, optimizer, hook state and RNG; returns the step to continue from."""
     ckpt = Path(ckpt)
-    meta = json.loads((ckpt / "state.json").read_text())
+    meta = read_state(ckpt)
     load_model_weights(ckpt, model)
     if optimizer is not None:
         _load_optimizer(ckpt / "optimizer.safetensors", model, optimizer, meta["param_groups"])
-    flat = load_file(ckpt / "hooks.safetensors")
+    flat = read_tensors(ckpt / "hooks.safetensors")
     for name, hook in hooks.items():
         prefix = f"{name}/"
         hook.load_state_dict({k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)})
-    _restore_rng(load_file(ckpt / "rng.safetensors"))
+    _restore_rng(read_tensors(ckpt / "rng.safetensors"))
     return TrainingState(step=int(meta["step"]), extra=meta.get("extra", {}))
 
 
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a missing, truncated or garbage file is one line."""
+    try:
+        return load_file(file)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing; the checkpoint is incomplete") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{file}: not a readable safetensors file ({first})") from None
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``; unreadable or truncated is one line naming the file."""
+    file = Path(ckpt) / "state.json"
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return meta
+
+
 def load_hook_tensors(ckpt: Path, hook_name: str) -> dict[str, torch.Tensor]:
-    flat = load_file(Path(ckpt) / "hooks.safetensors")
+    flat = read_tensors(Path(ckpt) / "hooks.safetensors")
     prefix = f"{hook_name}/"
     return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
 
@@ -225,7 +260,7 @@ def _params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
 def _load_optimizer(
     file: Path, model: nn.Module, optimizer: torch.optim.Optimizer, groups: list[dict]
 ) -> None:
-    flat = load_file(file)
+    flat = read_tensors(file)
     by_name = dict(model.named_parameters())
     state: dict[int, dict[str, torch.Tensor]] = {}
     index = 0
@@ -296,7 +331,16 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _prune(root: Path, keep_last: int) -> None:
+def _prune(root: Path, keep_last: int, current: Path) -> None:
+    """Keep ``current`` (what ``latest`` names) and the newest ``keep_last - 1`` before it.
+
+    Checkpoints of later steps belong to no run this one continues (``latest`` never names
+    them), so they go too; sorting by name alone once deleted ``current`` instead."""
+    if keep_last <= 0:
+        return
     done = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in done[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    before = [p.name for p in done if p.name < current.name]
+    keep = {current.name, *before[::-1][: keep_last - 1]}
+    for old in done:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from sparselm.checkpoint import latest_checkpoint, load_model_weights
+from sparselm.checkpoint import latest_checkpoint, load_model_weights, read_state
 from sparselm.errors import CheckpointError
 from sparselm.model import GPT, GPTConfig
 from sparselm.tokenizer import load_tokenizer
@@ -28,7 +27,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def model_config_of(ckpt: Path) -> GPTConfig:
-    meta = json.loads((Path(ckpt) / "state.json").read_text())
+    meta = read_state(ckpt)
     if not meta.get("model_config"):
         raise CheckpointError(f"{ckpt}/state.json: has no model_config")
     return GPTConfig(**meta["model_config"])

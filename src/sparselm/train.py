@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from torch import nn
 from sparselm import distributed
 from sparselm.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
 from sparselm.distributed import SINGLE, DistContext
-from sparselm.errors import ConfigError, TrainingDivergedError
+from sparselm.errors import ConfigError, DataError, TrainingDivergedError
 from sparselm.flops import FlopLedger
 from sparselm.hooks import TrainHook
 from sparselm.lm_head_loss import ChunkedHeadLoss
@@ -350,15 +351,27 @@ class _Loop:
 
 
 def _truncate_log(path: Path, step: int) -> None:
+    """Keep the records up to ``step`` (the checkpoint resumed from), atomically.
+
+    A torn last line (a kill mid-write) is dropped: it was written after the last checkpoint.
+    An unreadable line before it is damage this cannot repair: one line naming the file."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            record_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                break
+            raise DataError(f"{path}: line {i + 1} is not a JSON record with a step") from None
+        if record_step <= step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
 
 
 def _chunked_head_loss(run: TrainRun) -> ChunkedHeadLoss | None:

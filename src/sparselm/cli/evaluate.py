@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sparselm.cli import builders
+from sparselm.cli.checks import check_job
 from sparselm.cli.common import (
     compose_config,
     pick_device,
@@ -27,12 +28,15 @@ from sparselm.cli.common import (
     write_json_atomic,
     write_text_atomic,
 )
+from sparselm.cli.run_folder import require_finished
 from sparselm.errors import ConfigError
 
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("evaluate", argv)
+    check_job(cfg)
     args = evaluate_args(cfg)
+    require_finished(args["path"], "checkpoint")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(cfg, run_dir)
     # imported late: lm-eval and datasets take seconds to import, config errors should not

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from sparselm import distributed
 from sparselm.checkpoint import load_hook_tensors
 from sparselm.cli import builders
+from sparselm.cli.checks import check_job
 from sparselm.cli.common import (
     compose_config,
     pick_device,
@@ -25,6 +26,7 @@ from sparselm.cli.common import (
     save_resolved_config,
 )
 from sparselm.cli.job import train_and_record
+from sparselm.cli.run_folder import claim_run_dir, require_finished
 from sparselm.data.task_batches import TaskBatches, subset_indices
 from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
@@ -40,12 +42,16 @@ from sparselm.train import TrainRun
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("finetune", argv)
+    check_job(cfg)
     with distributed.session(str(cfg.device)) as dist:
         return finetune(cfg, run_dir, dist)
 
 
 def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> int:
+    claim_run_dir(cfg, run_dir, write=dist.is_main)  # before anything is written
+    dist.barrier()
     device = dist.device(pick_device(cfg.device))
+    require_finished(Path(cfg.pretrained), "pretrained")
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
     batches = task_batches(cfg, tok, model.config.block_size)
     steps = finetune_steps(cfg, batches.num_train_examples)

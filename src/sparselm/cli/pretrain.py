@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparselm import distributed
 from sparselm.cli import builders
+from sparselm.cli.checks import check_job
 from sparselm.cli.common import (
     compose_config,
     pick_device,
@@ -23,6 +24,7 @@ from sparselm.cli.common import (
 )
 from sparselm.cli.job import train_and_record
 from sparselm.cli.prepare import ensure_shards, ensure_tokenizer
+from sparselm.cli.run_folder import claim_run_dir
 from sparselm.data.batches import TokenBatches
 from sparselm.data.shards import open_split, read_manifest
 from sparselm.loading import TOKENIZER_FILE
@@ -34,6 +36,7 @@ from sparselm.train import TrainRun
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("pretrain", argv)
+    check_job(cfg, seq_len_within_block=True)
     with distributed.session(str(cfg.device)) as dist:
         return pretrain(cfg, run_dir, dist)
 
@@ -42,6 +45,8 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
     device = dist.device(pick_device(cfg.device))
     train_cfg = builders.train_config(cfg)
     optim_cfg = builders.optim_config(cfg)
+    claim_run_dir(cfg, run_dir, write=dist.is_main)  # before anything is written
+    dist.barrier()
     with dist.main_first():  # rank 0 trains the tokenizer / writes shards; the others reuse
         tok, tok_path = ensure_tokenizer(cfg)
         shards = ensure_shards(cfg, tok)
@@ -53,6 +58,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
         seq_len,
         int(cfg.train.micro_batch_size),
         int(cfg.seed),
+        vocab_size=model_cfg.vocab_size,
     )
 
     model = builders.build_model(model_cfg, int(cfg.seed), device)

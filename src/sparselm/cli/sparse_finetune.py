@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sparselm.cli import builders
+from sparselm.cli.checks import check_job
 from sparselm.cli.common import compose_config, pick_device, run_cli, save_resolved_config, typed
 from sparselm.cli.finetune import finetune_steps, task_batches
 from sparselm.cli.job import train_and_record
-from sparselm.cli.model_source import load_source, save_hf_model
+from sparselm.cli.model_source import is_hf, load_source, save_hf_model
+from sparselm.cli.run_folder import claim_run_dir, require_finished
 from sparselm.data.task_batches import TaskBatches
 from sparselm.flops import ModelShape, forward_flops_per_token
 from sparselm.hooks import TrainHook
@@ -46,9 +49,13 @@ from sparselm.train import TrainRun
 
 def main(argv: Sequence[str]) -> int:
     cfg, run_dir = compose_config("sparse_finetune", argv)
+    check_job(cfg)
+    claim_run_dir(cfg, run_dir)  # before anything is written
     prune_cfg = typed(PruneConfig, cfg.prune, "prune")
     distill_cfg = typed(DistillConfig, cfg.distill, "distill")
     device = pick_device(cfg.device)
+    if cfg.get("teacher") and not is_hf(cfg):
+        require_finished(Path(cfg.teacher), "teacher")
     source = load_source(cfg, device)
     batches = task_batches(
         cfg, source.tokenizer, source.max_len, source.eos_id if source.hf_eos else None
