@@ -24,7 +24,10 @@ def _fresh_checkout(dest: Path) -> Path:
     """The files a clone of this tree holds (tracked and new, not ignored), nothing else."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         if (ROOT / name).is_file():
@@ -36,9 +39,22 @@ def _fresh_checkout(dest: Path) -> Path:
 def _job_counts(checkout: Path, data_dir: Path, *extra: str) -> dict[str, int]:
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", *TARGETS, *extra,
-         "--config", f"data_dir={data_dir}"],
-        cwd=checkout, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--nolock",
+            *TARGETS,
+            *extra,
+            "--config",
+            f"data_dir={data_dir}",
+        ],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]

@@ -143,7 +143,7 @@ def test_hugging_face_model_through_the_same_cli(kind, teacher, data_dir, tmp_pa
 def test_bad_input_is_one_line(args, needle, teacher, data_dir, tmp_path, capsys):
     argv = [f"teacher={teacher}", "scale=smoke", "logger=none", f"paths.data_dir={data_dir}"]
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, [*argv, f"hydra.run.dir={tmp_path / 'out'}", *args])
+        run_cli(main, "sparse_finetune", [*argv, f"hydra.run.dir={tmp_path / 'out'}", *args])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and needle in err and "\n" not in err
     assert not (tmp_path / "out" / "metrics.json").exists()

@@ -14,10 +14,20 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sparselm.cli.hydra_flags import (
+    cfg_text,
+    compose_unresolved,
+    help_text,
+    info_text,
+    parse_flags,
+    run_multirun,
+    sweep,
+)
 from sparselm.errors import ConfigError, SparselmError
 
 
@@ -31,6 +41,7 @@ def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, P
 
     Returns the resolved job config (without the ``hydra`` node) and ``hydra.run.dir``.
     """
+    _refuse_unknown_added_keys(config_name, argv)
     try:
         with initialize_config_dir(
             config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
@@ -44,7 +55,44 @@ def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, P
         raise ConfigError(_missing_message(e)) from None
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(" ".join(str(e).split())) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: pass {missing[0]}=<value>")
     return cfg, run_dir
+
+
+def _refuse_unknown_added_keys(config_name: str, argv: Sequence[str]) -> None:
+    """``+key=value`` / ``++key=value`` may only set keys the config has (a typo would else be
+    carried along silently: ``+sparsity.levle=0.5`` trained a dense run)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(argv))
+    except HydraException as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    added = [
+        o
+        for o in parsed
+        if (o.is_add() or o.is_force_add())
+        and not o.key_or_group.startswith("hydra.")
+        and not (conf_dir() / o.key_or_group).is_dir()  # +group=option adds a config group
+    ]
+    if not added:
+        return
+    kept = [o.input_line for o in parsed if o not in added]
+    base = compose_unresolved(conf_dir(), config_name, kept)
+    for o in added:
+        if OmegaConf.select(base, o.key_or_group, default=_ABSENT) is _ABSENT:
+            parent, _, _ = o.key_or_group.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            known = (
+                ", ".join(k for k in node if k != "hydra") if isinstance(node, DictConfig) else ""
+            )
+            raise ConfigError(
+                f"{o.key_or_group} is not a known key (added by {o.input_line})"
+                + (f"; keys under {parent or 'the top level'}: {known}" if known else "")
+            )
+
+
+_ABSENT = object()
 
 
 def _missing_message(e: MissingConfigException) -> str:
@@ -56,14 +104,41 @@ def _missing_message(e: MissingConfigException) -> str:
     return " ".join(str(e).split())
 
 
-def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run an entry point; a user error becomes one line on stderr and exit code 2."""
+def run_cli(
+    main: Callable[[Sequence[str]], int | None],
+    config_name: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Run an entry point with Hydra's flags (``--help``, ``--cfg``, ``--info``, ``-m``);
+    a user error becomes one line on stderr and exit code 2."""
     try:
-        code = main(sys.argv[1:] if argv is None else argv)
+        code = _dispatch(main, config_name, sys.argv[1:] if argv is None else argv)
     except SparselmError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def _dispatch(main: Callable[[Sequence[str]], int | None], config_name: str, argv) -> int | None:
+    flags = parse_flags(argv)
+    if not (flags.help or flags.cfg or flags.info or flags.multirun):
+        return main(flags.overrides)
+    if flags.multirun:
+        first = compose_unresolved(conf_dir(), config_name, _first_values(flags.overrides))
+        return run_multirun(main, Path(first.hydra.sweep.dir), flags.overrides)
+    cfg = compose_unresolved(conf_dir(), config_name, flags.overrides)
+    if flags.help:
+        doc = sys.modules[main.__module__].__doc__ or ""
+        print(help_text(conf_dir(), config_name, doc, cfg))
+    elif flags.cfg:
+        print(cfg_text(cfg, flags.cfg, flags.resolve), end="")
+    else:
+        print(info_text(conf_dir(), config_name, flags.info, cfg))
+    return 0
+
+
+def _first_values(overrides: Sequence[str]) -> list[str]:
+    return sweep(overrides)[0]
 
 
 def typed(cls: type, node: Any, key: str, **extra: Any) -> Any:

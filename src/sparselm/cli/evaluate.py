@@ -102,4 +102,4 @@ def _set_values(generation: DictConfig | None) -> dict | None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "evaluate")

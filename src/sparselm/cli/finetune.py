@@ -161,4 +161,4 @@ def kept_masks(model: GPT, ckpt: Path) -> list[TrainHook]:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "finetune")

@@ -99,4 +99,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "prepare")

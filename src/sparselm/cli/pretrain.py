@@ -103,4 +103,4 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "pretrain")

@@ -209,4 +209,4 @@ class SparseFTFlops:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, "sparse_finetune")
