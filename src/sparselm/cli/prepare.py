@@ -14,16 +14,30 @@ from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
 from sparselm.cli.common import compose_config, run_cli, write_json_atomic
-from sparselm.data.corpus import iter_documents
+from sparselm.data.corpus import is_local, iter_documents
+from sparselm.data.local_text import cache_tag
 from sparselm.data.shards import prepare_corpus
 from sparselm.errors import ConfigError
 from sparselm.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
 
 
+def text_field(cfg: DictConfig) -> str:
+    """The documents' key in a local JSONL corpus (``data.text_field``, default ``text``)."""
+    return str(cfg.data.get("text_field") or "text")
+
+
+def source_tag(cfg: DictConfig) -> str:
+    """``data.source`` in prepared file names; a local corpus: its name and content hash, so
+    an edited file gets a new tokenizer and new shards."""
+    if is_local(cfg.data.source):
+        return cache_tag(cfg.data.source, text_field(cfg))
+    return cfg.data.source
+
+
 def tokenizer_file(cfg: DictConfig) -> Path:
     if cfg.tokenizer.get("path"):
         return Path(cfg.tokenizer.path)
-    tag = f"bpe-{cfg.data.source}-v{cfg.tokenizer.vocab_size}-c{cfg.tokenizer.max_train_chars}"
+    tag = f"bpe-{source_tag(cfg)}-v{cfg.tokenizer.vocab_size}-c{cfg.tokenizer.max_train_chars}"
     return Path(cfg.paths.prepared_dir) / "tokenizers" / tag / "tokenizer.json"
 
 
@@ -37,7 +51,9 @@ def ensure_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, Path | None]:
     path = tokenizer_file(cfg)
     if path.is_file():
         return load_tokenizer(path), path
-    docs = iter_documents(cfg.data.source, cfg.data.train_split, Path(cfg.paths.data_dir))
+    docs = iter_documents(
+        cfg.data.source, cfg.data.train_split, Path(cfg.paths.data_dir), text_field(cfg)
+    )
     tok = train_bpe(
         _capped(docs, int(cfg.tokenizer.max_train_chars)),
         int(cfg.tokenizer.vocab_size),
@@ -61,23 +77,26 @@ def shards_dir(cfg: DictConfig, tok: Tokenizer) -> Path:
     if cfg.data.get("shards_dir"):
         return Path(cfg.data.shards_dir)
     limit = cfg.data.max_train_tokens if cfg.data.max_train_tokens is not None else "all"
-    tag = (
-        f"{cfg.data.source.replace(':', '_').replace('/', '_')}-{tokenizer_hash(tok)[:12]}-{limit}"
-    )
+    name = source_tag(cfg).replace(":", "_").replace("/", "_")
+    tag = f"{name}-{tokenizer_hash(tok)[:12]}-{limit}"
     return Path(cfg.paths.prepared_dir) / "shards" / tag
 
 
 def ensure_shards(cfg: DictConfig, tok: Tokenizer) -> Path:
     out = shards_dir(cfg, tok)
     splits = (cfg.data.train_split, cfg.data.val_split)
+    source = cfg.data.source
+    if is_local(source):  # the manifest names the file, however the command spelled it
+        source = str(Path(source).expanduser().resolve())
     prepare_corpus(
-        cfg.data.source,
+        source,
         Path(cfg.paths.data_dir),
         out,
         tok,
         cfg.data.max_train_tokens,
         cfg.data.max_val_tokens,
         splits=splits,
+        text_field=text_field(cfg),
     )
     return out
 

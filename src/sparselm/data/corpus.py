@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from sparselm.data.local_text import iter_local, looks_like_path
 from sparselm.errors import DataError
 
 SOURCES = ("pg_books", "nltk_english_text", "tiny_shakespeare", "wikitext-2")
@@ -23,17 +24,27 @@ SHAKESPEARE_BOUNDS = {"train": (0.0, 0.9), "validation": (0.9, 0.95), "test": (0
 WIKITEXT_FILES = {"validation": "wiki.valid.tokens", "test": "wiki.test.tokens"}
 
 
-def iter_documents(source: str, split: str, data_dir: Path) -> Iterator[str]:
-    """Yield the texts of `split` of `source`; `hf:<id>[:<config>]` streams from the Hub."""
+def is_local(source: str) -> bool:
+    """A user's own .txt/.jsonl file or folder (``local_text.py``), not a named corpus."""
+    return not source.startswith("hf:") and source not in SOURCES and looks_like_path(source)
+
+
+def iter_documents(
+    source: str, split: str, data_dir: Path, text_field: str = "text"
+) -> Iterator[str]:
+    """Yield the texts of `split` of `source`; `hf:<id>[:<config>]` streams from the Hub; a
+    path reads a local .txt/.jsonl file or folder (``text_field``: the JSONL documents' key)."""
     if source.startswith("hf:"):
         return _iter_hf(source, split)
-    if source not in SOURCES:
+    if source not in SOURCES and not looks_like_path(source):
         raise DataError(
-            f"data.source: unknown source {source!r}; allowed: {', '.join(SOURCES)} "
-            "or hf:<dataset_id>[:<config>]"
+            f"data.source: unknown source {source!r}; allowed: {', '.join(SOURCES)}, "
+            "hf:<dataset_id>[:<config>] or the path of a .txt/.jsonl file or folder"
         )
     if split not in SPLITS:
         raise DataError(f"data split {split!r} for {source}: expected one of {', '.join(SPLITS)}")
+    if source not in SOURCES:
+        return iter_local(source, split, text_field)
     data_dir = Path(data_dir)
     if source == "pg_books":
         path = _require(data_dir / "pg_books" / f"{split}.jsonl")

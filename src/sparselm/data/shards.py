@@ -176,8 +176,10 @@ def prepare_corpus(
     max_train_tokens: int | None,
     max_val_tokens: int | None,
     splits: Sequence[str] = ("train", "validation"),
+    text_field: str = "text",
 ) -> dict[str, Any]:
-    """Tokenize `splits` of `source` into `out_dir`; a no-op when already done identically."""
+    """Tokenize `splits` of `source` into `out_dir`; a no-op when already done identically.
+    ``text_field``: the documents' key in a local JSONL corpus."""
     out_dir = Path(out_dir)
     limits = {s: (max_train_tokens if s == "train" else max_val_tokens) for s in splits}
     if _is_prepared(out_dir, tok, source, limits):
@@ -186,7 +188,7 @@ def prepare_corpus(
     progress = sys.stderr.isatty()
     infos = {}
     for split in splits:
-        docs = iter_documents(source, split, Path(data_dir))
+        docs = iter_documents(source, split, Path(data_dir), text_field)
         infos[split] = write_split(docs, tok, out_dir, split, limits[split], progress=progress)
         if infos[split]["tokens"] == 0:
             raise DataError(f"data source {source!r} split {split!r} produced no tokens")
