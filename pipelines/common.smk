@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the study grid, and wildcards -> Hydra overrides.
 import functools
+import os
 import shlex
 from pathlib import Path
 
@@ -8,11 +9,12 @@ import yaml
 
 from sparselm.data.download import DATASETS, sentinel
 
+CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file belongs to
 
 
 def _validate(cfg: dict) -> None:
     """Fail before any job runs, in one line that names the offending key."""
-    schema = yaml.safe_load((Path(workflow.basedir) / "pipelines/config/schema.yaml").read_text())
+    schema = yaml.safe_load((CHECKOUT / "pipelines/config/schema.yaml").read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -20,6 +22,11 @@ def _validate(cfg: dict) -> None:
 
 
 _validate(config)
+# Rules run `python -m sparselm.cli...` and `python -m analysis...`: put this checkout's code
+# first on the path, so they work in a --use-conda environment that does not install sparselm.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [f"{CHECKOUT}/src", str(CHECKOUT), os.environ.get("PYTHONPATH")])
+)
 SCALE = config["scale"]
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
@@ -43,6 +50,14 @@ for _variant, _source in MST["pinned"].items():
         if _name not in MST["variants"]:
             raise ValueError(f"bad study config: key mst.grids.{SCALE}.pinned.{_variant}: "
                              f"{_name!r} is not a variant of the grid")
+for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), ("mst", MST)):
+    # an unknown eval task fails here, when the DAG is built, not in the eval job
+    from sparselm.cli.checks import check_eval_tasks
+    from sparselm.errors import ConfigError
+    try:
+        check_eval_tasks(_grid.get("zeroshot_tasks", []), f"{_study}.grids.{SCALE}.zeroshot_tasks")
+    except ConfigError as _e:
+        raise ValueError(f"bad study config: key {_e}") from None
 # percent of one GPU a training / scoring job holds (the local profile offers 100)
 TRAIN_GPU_SHARE = _at_scale("gpu_share", "training")
 SCORE_GPU_SHARE = _at_scale("gpu_share", "scoring")
@@ -228,3 +243,9 @@ def mst_runs() -> dict[str, list[str]]:
     runs = dict(variant=list(MST["variants"]), seed=MST["seeds"])
     return {stage: expand(f"{RESULTS}/mst/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
             for stage in ("pretrain", "eval_zeroshot")}
+
+
+onstart:
+    # one pipeline per results folder: Snakemake's own lock covers only its working directory
+    from sparselm.cli.run_folder import lock_results_dir
+    lock_results_dir(Path(RESULTS))
