@@ -45,6 +45,25 @@ def test_loss_and_gradients_equal_the_full_logits_cross_entropy(chunk):
     torch.testing.assert_close(gw, 3.0 * ref_gw, atol=1e-6, rtol=1e-5)
 
 
+def test_losses_upcast_to_at_least_fp32_and_keep_fp64():
+    """bf16 logits get an fp32 softmax; fp64 stays fp64 end to end (the distributed equality
+    tests rely on it), so the chunked loss matches the plain one to fp64 rounding."""
+    hidden, weight, labels = (
+        t.detach().double() if t.is_floating_point() else t for t in _inputs()
+    )
+    hidden.requires_grad_(), weight.requires_grad_()
+    loss = ChunkedHeadLoss(7)(hidden, weight, labels)
+    gh, gw = torch.autograd.grad(loss, (hidden, weight))
+    ref, ref_gh, ref_gw = _reference(hidden, weight, labels)
+    assert loss.dtype == gh.dtype == gw.dtype == torch.float64
+    torch.testing.assert_close(loss, ref, atol=1e-13, rtol=1e-13)
+    torch.testing.assert_close(gw, ref_gw, atol=1e-13, rtol=1e-12)
+    torch.testing.assert_close(gh, ref_gh, atol=1e-13, rtol=1e-12)
+    assert lm_loss((hidden @ weight.t()).unsqueeze(0), labels.unsqueeze(0)).dtype == torch.float64
+    bf16 = lm_loss(torch.randn(1, 4, 10, dtype=torch.bfloat16), torch.zeros(1, 4, dtype=torch.long))
+    assert bf16.dtype == torch.float32
+
+
 @pytest.mark.slow
 def test_compiled_chunk_kernel_equals_eager():
     hidden, weight, labels = _inputs()
