@@ -27,6 +27,8 @@ _READ = 1 << 20
 
 def looks_like_path(source: str) -> bool:
     """A path rather than a corpus name: a separator, a corpus suffix or an existing path."""
+    if not source.strip():
+        return False  # Path("") is the working directory
     return "/" in source or "\\" in source or source.endswith(SUFFIXES) or Path(source).exists()
 
 
