@@ -64,11 +64,12 @@ SCORE_GPU_SHARE = _at_scale("gpu_share", "scoring")
 
 
 def _pretrain_datasets(scale: str) -> list[str]:
-    """The local corpus this scale pretrains on (none for a Hugging Face dataset id)."""
+    """The registered dataset this scale pretrains on, which a download rule provides (none for
+    a Hugging Face dataset id or the user's own local text)."""
     from sparselm.cli.common import compose_config
 
     cfg, _ = compose_config("pretrain", [f"scale={scale}"])
-    return [] if cfg.data.source.startswith("hf:") else [cfg.data.source]
+    return [cfg.data.source] if cfg.data.source in DATASETS else []
 
 
 PRETRAIN_DATASETS = _pretrain_datasets(SCALE)
