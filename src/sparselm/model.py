@@ -8,7 +8,9 @@ The model knows nothing of sparsity or of any training method. It exposes what m
 * ``forward(..., plan=...)``: which blocks run, in which order, and with what residual scale.
 * ``forward(..., attn_mask=...)``: an attention mask for every layer, or one per layer; a
   mask is a boolean tensor or an ``AttentionFn`` that computes attention itself.
-* ``forward(..., return_hidden=True)``: the residual stream after every layer.
+* ``forward(..., return_hidden=True)``: one hidden state per executed block, as HF GPT-2's
+  ``hidden_states[1:]``: the residual stream after each block, the last one after the final
+  LayerNorm (what SquareHead distils, squarehead.md §2.1).
 * ``forward(..., labels=y, head_loss=fn)``: the loss ``fn(final hidden, head weight, y)``
   instead of the logits, so a loss that never builds the full logits (``lm_head_loss.py``)
   runs inside the forward pass, where DDP and FSDP expect every parameter to be used.
@@ -237,10 +239,13 @@ class GPT(nn.Module):
             x = self.blocks[layer](x, mask, scale)
             if hidden is not None:
                 hidden.append(x)
+        final = self.ln_f(x)
+        if hidden:  # HF's last hidden state is the normed one: the head's input
+            hidden[-1] = final
         if head_loss is not None and labels is not None:
-            loss = head_loss(self.ln_f(x), self.lm_head.weight, labels)
+            loss = head_loss(final, self.lm_head.weight, labels)
             return GPTOutput(logits=None, hidden_states=hidden, loss=loss)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(final)
         return GPTOutput(logits=logits, hidden_states=hidden)
 
 

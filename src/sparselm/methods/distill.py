@@ -8,9 +8,9 @@ error on the hidden state, over non-padding tokens:
 summed (not averaged) over layers. The total objective is
 ``λ_ce·CE + λ_kl·T²·KL(p_T || p_S) + λ_sq·L_sq``.
 
-Hidden states are whatever the model returns for ``return_hidden=True``: for our GPT the
-residual stream after each block; for ``HFCausalLM`` the reference's ``hidden_states[1:]``
-(whose last entry is after the final LayerNorm).
+Hidden states are whatever the model returns for ``return_hidden=True``: the reference's
+``hidden_states[1:]`` (squarehead.md §2.1), i.e. the residual stream after blocks 1..L-1 and
+the output of block L after the final LayerNorm, for ``HFCausalLM`` and our GPT alike.
 """
 
 from __future__ import annotations
