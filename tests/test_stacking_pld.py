@@ -18,6 +18,7 @@ from sparselm.methods.layer_drop import (
     pld_plan,
 )
 from sparselm.methods.stacking import StackingConfig, StackingHook, copy_sources, depth_stages
+from sparselm.model import lm_loss
 from sparselm.optim import OptimConfig, build_adamw
 from sparselm.schedules import pld_keep_ratio
 from sparselm.train import TrainConfig, TrainRun, train
@@ -121,3 +122,41 @@ def test_pld_hook_trains_through_the_loop(tmp_path):
     assert np.isfinite(metrics["final_val_loss"])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["pld_theta"] == 1.0 and min(r["path_len"] for r in log) < 4
+
+
+def test_stacking_validates_only_the_grown_blocks(tmp_path):
+    # raptr.md §2.3: before the last stage the model is the first k blocks; blocks above k are
+    # untrained init, so validating them would report a model that was never trained. The val
+    # loss must be that of a k-block GPT holding the same weights.
+    steps = 6
+    model = toy_model(seed=3, n_layer=4)
+    hook = StackingHook(StackingConfig(stages=(2, 4), reference_depth=None), 4, steps)
+    cfg = TrainConfig(steps=steps, eval_every=1, eval_batches=2, progress=False)
+    batches = RandomTokens()
+    run = TrainRun(model, build_adamw(model, OPTIM), batches, cfg, OPTIM, tmp_path, [hook])
+    train(run, stop_at=2)  # inside the 2-block stage
+    shallow = toy_model(n_layer=2)
+    state = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("blocks.2", "blocks.3"))
+    }
+    shallow.load_state_dict(state)
+    shallow.eval()
+    with torch.no_grad():
+        want = [float(lm_loss(shallow(x).logits, y)) for x, y in batches.val_batches(2)]
+        full = [float(lm_loss(model.eval()(x).logits, y)) for x, y in batches.val_batches(2)]
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2
+    assert log[-1]["val_loss"] == pytest.approx(sum(want) / 2, rel=1e-6)
+    assert (
+        abs(log[-1]["val_loss"] - sum(full) / 2) > 1e-5
+    )  # the 4-block model differs (far above float error)
+    model.train()
+    train(run)  # the last stage: the whole model is validated
+    with torch.no_grad():
+        final = [float(lm_loss(model.eval()(x).logits, y)) for x, y in batches.val_batches(2)]
+    assert _last_val_loss(tmp_path) == pytest.approx(sum(final) / 2, rel=1e-6)
+
+
+def _last_val_loss(out) -> float:
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return log[-1]["val_loss"]

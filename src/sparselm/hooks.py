@@ -24,6 +24,11 @@ class TrainHook:
         """Extra keyword arguments for ``model(x, ...)`` at this step (e.g. a block plan)."""
         return {}
 
+    def eval_kwargs(self, step: int) -> dict[str, Any]:
+        """Keyword arguments for the loop's validation forward after ``step`` (default: the
+        whole model, dense attention)."""
+        return {}
+
     def extra_losses(
         self, x: torch.Tensor, y: torch.Tensor, output: Any
     ) -> dict[str, torch.Tensor]:

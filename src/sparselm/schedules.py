@@ -18,6 +18,33 @@ def warmup_cosine_lr(
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_linear_lr(
+    step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+) -> float:
+    """Linear warmup from 0 to ``max_lr``, then a straight line to ``min_lr`` at ``total_steps``
+    (composer's ``LinearWithWarmupScheduler`` with ``alpha_f = min_lr / max_lr``; SquareHead's
+    sparse fine-tuning uses ``min_lr = 0``). Step ``total_steps`` is the end of the run: the
+    last update (step ``total_steps - 1``) runs at ``min_lr + (max_lr - min_lr)/decay_steps``,
+    as in composer and HF ``get_linear_schedule_with_warmup``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + (max_lr - min_lr) * (1.0 - progress)
+
+
+LR_SCHEDULES = {"cosine": warmup_cosine_lr, "linear": warmup_linear_lr}
+
+
+def lr_at(
+    schedule: str, step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+) -> float:
+    """The LR of ``step`` under the named schedule (``optim.lr_schedule``)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"optim.lr_schedule={schedule!r} is unknown; allowed: cosine, linear")
+    return LR_SCHEDULES[schedule](step, max_lr, min_lr, warmup_steps, total_steps)
+
+
 # ---------------------------------------------------------------- stage schedules (raptr.md §2.2)
 
 

@@ -33,7 +33,7 @@ from sparselm.lm_head_loss import ChunkedHeadLoss
 from sparselm.model import GPT, lm_loss
 from sparselm.optim import OptimConfig
 from sparselm.progress import Progress
-from sparselm.schedules import warmup_cosine_lr
+from sparselm.schedules import lr_at
 from sparselm.sparsity.stats import measured_sparsity
 from sparselm.tracking import NullTracker, Tracker
 
@@ -176,16 +176,15 @@ class _Loop:
     def step(self) -> dict[str, Any]:
         run, step = self.run, self.state.step
         t0 = time.perf_counter()
-        lr = warmup_cosine_lr(
-            step, run.optim.lr, run.optim.min_lr, run.optim.warmup_steps, run.cfg.steps
-        )
+        o = run.optim
+        lr = lr_at(o.lr_schedule, step, o.lr, o.min_lr, o.warmup_steps, run.cfg.steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         losses, tokens = self._forward_backward(step)
         for hook in run.hooks:
             hook.after_backward(step)
         grad_norm = distributed.full_tensor(
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.optim.max_grad_norm)
         )
         self._guard(step, losses["train_loss"], float(grad_norm))
         run.optimizer.step()
@@ -290,7 +289,9 @@ class _Loop:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss of the full model (no plan, dense attention) on the fixed val batches.
+        """Mean loss on the fixed val batches of the model as it stands: the full model with
+        dense attention, unless a hook says the model is not whole yet (``eval_kwargs``, e.g.
+        stacking runs only the blocks grown so far; raptr.md §2.3).
 
         Replicas split the batches between ranks; a sharded model needs every rank in every
         forward, so each rank then runs them all.
@@ -300,14 +301,18 @@ class _Loop:
         batches = self.run.batches.val_batches(self.run.cfg.eval_batches)
         if not distributed.is_sharded(model):
             batches = batches[self.dist.rank :: self.dist.world_size]
+        kwargs: dict[str, Any] = {}
+        for hook in self.run.hooks:  # the step just trained
+            kwargs.update(hook.eval_kwargs(max(0, self.state.step - 1)))
         losses = []
         for x, y in batches:
             x, y = x.to(self.device), y.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 if self.head_loss is not None:
-                    losses.append(float(model(x, labels=y, head_loss=self.head_loss).loss))
+                    out = model(x, labels=y, head_loss=self.head_loss, **kwargs)
+                    losses.append(float(out.loss))
                 else:
-                    losses.append(float(lm_loss(model(x).logits, y)))
+                    losses.append(float(lm_loss(model(x, **kwargs).logits, y)))
         model.train()
         total, count = sum(losses), len(losses)
         if self.dist.active and not distributed.is_sharded(model):

@@ -24,6 +24,7 @@ from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT, GPTConfig
 from sparselm.optim import OptimConfig
 from sparselm.progress import PROGRESS_MODES
+from sparselm.schedules import LR_SCHEDULES
 from sparselm.sparsity.dst_schedule import DSTConfig
 from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
 from sparselm.sparsity.variation import VariationConfig
@@ -91,10 +92,15 @@ def optim_config(cfg: DictConfig) -> OptimConfig:
     oc = typed(OptimConfig, cfg.optim, "optim")
     if oc.lr <= 0 or oc.min_lr < 0 or oc.min_lr > oc.lr:
         raise ConfigError(f"optim.lr={oc.lr}, optim.min_lr={oc.min_lr}: need 0 <= min_lr <= lr")
-    if oc.weight_decay < 0 or oc.grad_clip <= 0 or oc.warmup_steps < 0:
+    clip_ok = oc.grad_clip is None or oc.grad_clip > 0
+    if oc.weight_decay < 0 or not clip_ok or oc.warmup_steps < 0:
         raise ConfigError(
-            "optim.weight_decay and optim.warmup_steps must be >= 0 and optim.grad_clip > 0"
+            "optim.weight_decay and optim.warmup_steps must be >= 0 and optim.grad_clip > 0 "
+            "(or null: no clipping)"
         )
+    if oc.lr_schedule not in LR_SCHEDULES:
+        allowed = ", ".join(LR_SCHEDULES)
+        raise ConfigError(f"optim.lr_schedule={oc.lr_schedule!r} is unknown; allowed: {allowed}")
     return oc
 
 
@@ -189,7 +195,8 @@ def _model_method_hooks(
 
 # ---------------------------------------------------------------- MST and its DST baselines
 
-MST_KEYS = ("name", "target_reduction", "solve_knob", "sparsity", "hsa", "seed")
+# decay_embeddings is read by conf/optim (optim.decay_embeddings), not by the method
+MST_KEYS = ("name", "target_reduction", "solve_knob", "sparsity", "hsa", "seed", "decay_embeddings")
 MST_SPARSITY_KEYS = (
     "distribution", "init", "sparsify_lm_head", "erk_power", "schedule", "level", "dst",
     "variation",

@@ -83,6 +83,11 @@ class StackingHook(BlockPathHook):
     def plan_at(self, step: int) -> list[tuple[int, float]]:
         return [(layer, 1.0) for layer in range(self.depth(step))]
 
+    def eval_kwargs(self, step: int) -> dict[str, Any]:
+        # the blocks above the trained depth are not part of the model yet: validate only
+        # the ones the step ran (the full model once the last stage is reached)
+        return {"plan": self.plan_at(step)}
+
     def after_optimizer_step(self, step: int) -> None:
         # grow before the first step of the next stage; the checkpoint after this step then
         # already holds the grown model, so a resumed run needs no extra state
