@@ -106,6 +106,7 @@ def test_registry_builds_each_dst_method(method, kinds, schedule, mix, end_frac)
         (["+method.sparsity.dst.rate=1"], "method.sparsity.dst.rate"),
         (["method.sparsity.level=yes"], "method.sparsity.level"),
         (["method.target_reduction=40.0"], "method.target_reduction=40.0 is out of reach"),
+        (["method.hsa.flop_basis=half"], "method.hsa.flop_basis"),
     ],
 )
 def test_bad_method_config_is_a_one_line_error_naming_the_key(overrides, key):
@@ -172,6 +173,41 @@ def test_ledger_cli_reports_at_least_four_times_under_the_headline_convention(ca
     )
     assert report["solved"]["knob"] == "s_max" and report["solved"]["value"] < 0.9
     assert 4.0 <= report["solved"]["reduction"] <= 4.001
+    # both attention bases, and which one the 4x target uses (mst.md §4 as written)
+    bases = report["attention_bases"]
+    assert bases["target_basis"] == "full_t2"
+    assert bases["full_t2"] == pytest.approx(report["reduction"])
+    assert bases["causal_pairs"] < 4.0 < bases["full_t2"]  # 600k steps: 3.96x vs 4.16x
+    assert "flop_basis=full" in bases["note"]
+
+
+def test_attention_basis_counts_a_pattern_over_t2_or_over_the_causal_pairs():
+    """hsa.flop_basis=full counts the dense term over T² but a pattern over its causal pairs
+    (mst.md §4 as written); =causal counts the pattern's share of the dense causal attention."""
+    from sparselm.attention.patterns import allowed_pairs
+
+    shape = ModelShape(n_layer=12, d_model=768, n_head=12, d_ff=3072, seq_len=1024,
+                       vocab_size=50304)  # fmt: skip
+    full_cfg = MSTConfig(target_reduction=None)
+    causal_cfg = dataclasses.replace(
+        full_cfg, hsa=dataclasses.replace(full_cfg.hsa, flop_basis="causal")
+    )
+    pairs = allowed_pairs("sparse", 1024, 128)
+    full, causal = MSTPlan(full_cfg, shape, 6000), MSTPlan(causal_cfg, shape, 6000)
+    assert full.attn_density == pytest.approx(pairs / 1024**2, rel=1e-12)
+    assert causal.attn_density == pytest.approx(pairs / (1024 * 1025 / 2), rel=1e-12)
+    assert full.basis_reductions() == pytest.approx(
+        {"full_t2": full.ledger()["reduction"], "causal_pairs": causal.ledger()["reduction"]}
+    )
+    assert causal.ledger()["reduction"] < full.ledger()["reduction"]
+    # causal_half_attn counts the causal half for dense and pattern alike: the basis is moot
+    half = [MSTPlan(c, shape, 6000, "causal_half_attn") for c in (full_cfg, causal_cfg)]
+    assert half[0].attn_density == half[1].attn_density == causal.attn_density
+    # the same 4x budget needs more sparsity when a pattern is counted on the causal basis
+    small = ModelShape(n_layer=4, d_model=128, n_head=4, d_ff=512, seq_len=128, vocab_size=4096)
+    base = MSTConfig(dst=DSTConfig(interval=10, grow_mix_ratio=3.0), hsa=HSAConfig(stride=16))
+    on_causal = dataclasses.replace(base, hsa=HSAConfig(stride=16, flop_basis="causal"))
+    assert solve(on_causal, small, 250)[0].knob_value() > solve(base, small, 250)[0].knob_value()
 
 
 def test_ledger_cli_bad_argument_is_one_line(capsys):

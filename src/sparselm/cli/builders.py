@@ -207,7 +207,7 @@ DST_KEYS = tuple(
     if f.name not in ("distribution", "init", "sparsify_lm_head", "erk_power", "seed")
 )
 HSA_KEYS = ("enabled", "window", "pattern", "stride", "start_frac", "end_frac", "start_step",
-            "end_step", "layer_pattern", "route")  # fmt: skip
+            "end_step", "layer_pattern", "route", "flop_basis")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -293,9 +293,12 @@ def _build_mst(cfg: mst.MSTConfig, model: GPT, run: RunShape) -> list[TrainHook]
     plan, hooks = mst.build_hooks(cfg, model, run.total_steps, run.seq_len, run.convention)
     solved = plan.cfg
     if cfg.target_reduction is not None:  # the job's log records what the budget fixed
+        bases = mst.attention_bases(plan)
         print(
             f"method: {solved.knob}={solved.knob_value():.6f} gives "
-            f"{plan.ledger()['reduction']:.4f}x fewer training FLOPs ({run.convention})",
+            f"{plan.ledger()['reduction']:.4f}x fewer training FLOPs ({run.convention}, "
+            f"attention basis {bases['target_basis']}; full_t2 {bases['full_t2']:.4f}x, "
+            f"causal_pairs {bases['causal_pairs']:.4f}x)",
             file=sys.stderr,
         )
     return hooks

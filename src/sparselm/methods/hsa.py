@@ -13,9 +13,18 @@ is a function of t, so resumed runs match uninterrupted ones.
 
 FLOPs: ``flops.forward_flops_per_token`` multiplies a convention's attention term by
 ``attn_density``. Under ``megatron_full_attn`` and ``chinchilla`` that term counts the full
-T×T score matrix, so a pattern reports its allowed pairs over T² (mst.md §4); under
-``causal_half_attn`` the term counts the causal half, so it reports pairs over T(T+1)/2. A
-dense layer reports 1 either way; the step's factor is the mean over layers.
+T×T score matrix (the masked upper half included), and ``flop_basis`` says what a pattern
+reports against it:
+
+- ``full`` (default, mst.md §4 as written, the basis of MST's 4× target): its allowed pairs
+  over T². Dense attention is then counted over T² but a pattern over its causal pairs only,
+  so the two terms count different things (4.16× for the default schedule on GPT-2 Small);
+- ``causal``: its allowed pairs over the T(T+1)/2 causal pairs, i.e. the share of the dense
+  causal attention it replaces; both terms then count the same kind of pair (3.96×).
+
+Under ``causal_half_attn`` the term counts the causal half, so a pattern always reports pairs
+over T(T+1)/2 (4.17×). A dense layer reports 1 either way; the step's factor is the mean
+over layers.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from sparselm.flops import CONVENTIONS, DEFAULT_CONVENTION
 from sparselm.hooks import TrainHook
 
 ActiveFn = Callable[[int], bool]
+FLOP_BASES = ("full", "causal")  # see the module docstring
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class HSAConfig:
     eval_dense: bool = True
     seq_len: int | None = None  # T of the FLOP densities; None: the model's block_size
     flops_convention: str = DEFAULT_CONVENTION  # the run's flops.convention
+    flop_basis: str = "full"  # full | causal: a pattern's density under a full-T×T convention
 
     def __post_init__(self) -> None:
         check_pattern(self.pattern)
@@ -82,6 +93,10 @@ class HSAConfig:
                 f"hsa.flops_convention={self.flops_convention!r} is unknown; "
                 f"allowed: {', '.join(CONVENTIONS)}"
             )
+        if self.flop_basis not in FLOP_BASES:
+            raise ConfigError(
+                f"hsa.flop_basis={self.flop_basis!r} is unknown; allowed: {', '.join(FLOP_BASES)}"
+            )
 
 
 def step_window(cfg: HSAConfig, total_steps: int) -> tuple[int, int]:
@@ -105,12 +120,17 @@ def layer_patterns(cfg: HSAConfig, n_layer: int) -> list[str]:
     return [cfg.layer_pattern[i % len(cfg.layer_pattern)] for i in range(n_layer)]
 
 
-def flop_attn_density(pattern: str, seq_len: int, stride: int, convention: str) -> float:
-    """``attn_density`` of one layer under ``convention`` (module docstring)."""
+def flop_attn_density(
+    pattern: str, seq_len: int, stride: int, convention: str, basis: str = "full"
+) -> float:
+    """``attn_density`` of one layer under ``convention`` and ``basis`` (module docstring)."""
+    if basis not in FLOP_BASES:
+        raise ConfigError(f"hsa.flop_basis={basis!r} is unknown; allowed: {', '.join(FLOP_BASES)}")
     if pattern == "dense":
         return 1.0
-    basis = "causal" if convention == "causal_half_attn" else "full"
-    return density(pattern, seq_len, stride, basis)
+    return density(
+        pattern, seq_len, stride, "causal" if convention == "causal_half_attn" else basis
+    )
 
 
 class HSAHook(TrainHook):
@@ -155,7 +175,9 @@ class HSAHook(TrainHook):
         if self.seq_len is None:
             raise ConfigError("hsa.seq_len=null: set it, or start training so the model gives it")
         per_layer = [
-            flop_attn_density(p, self.seq_len, self.cfg.stride, self.cfg.flops_convention)
+            flop_attn_density(
+                p, self.seq_len, self.cfg.stride, self.cfg.flops_convention, self.cfg.flop_basis
+            )
             for p in self.patterns
         ]
         return sum(per_layer) / len(per_layer)
