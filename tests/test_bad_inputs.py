@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from bad_inputs_table import CASES, DOC, Workspace, markdown, prepared_dir, run_cases, run_entry
 from helpers import toy_model
 
 from sparselm.checkpoint import TrainingState, latest_checkpoint, save_checkpoint
-from sparselm.cli.run_folder import RESUMABLE_KEYS, is_resumable, require_finished
+from sparselm.cli.run_folder import (
+    LOCK_FILE,
+    RESUMABLE_KEYS,
+    is_resumable,
+    lock_results_dir,
+    require_finished,
+)
 from sparselm.errors import ConfigError, DataError
 from sparselm.train import _truncate_log
 
@@ -132,3 +142,70 @@ def test_resumable_keys_are_cadence_logging_and_place_only():
     assert "train.steps" not in RESUMABLE_KEYS and not is_resumable("train.steps")
     assert is_resumable("logger.project") and is_resumable("train.log_every")
     assert not is_resumable("train.log_every_typo") and not is_resumable("seed")
+
+
+# ---------------------------------------------------------------- the study pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _snakemake(*args: str, data_dir: Path, config: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """``config``: every ``--config`` pair (a second ``--config`` would replace the first)."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--nolock", *args]
+    cmd += ["--config", "scale=smoke", f"data_dir={data_dir}", *config]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_unknown_zeroshot_task_fails_when_the_dag_is_built(data_dir, tmp_path):
+    grid = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["spdf"]["grids"]
+    bad = tmp_path / "bad.yaml"
+    smoke = grid["smoke"] | {"zeroshot_tasks": ["sparselm_piqa", "nonexistent_task"]}
+    bad.write_text(yaml.safe_dump({"spdf": {"grids": {"smoke": smoke}}}))
+    proc = _snakemake(
+        "reproduce_spdf", "-n", "--configfile", str(bad), data_dir=data_dir,
+        config=(f"results_dir={tmp_path}/results",),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "spdf.grids.smoke.zeroshot_tasks: unknown task 'nonexistent_task'" in out, out[-2000:]
+
+
+def _hold_lock(results: Path) -> subprocess.Popen:
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from sparselm.cli.run_folder import lock_results_dir\n"
+        f"lock_results_dir(Path({str(results)!r})); print('held', flush=True); time.sleep(600)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_results_folder_lock_names_its_holder_and_dies_with_it(tmp_path):
+    results = tmp_path / "results"
+    child = _hold_lock(results)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another pipeline \(pid {child.pid} on "):
+            lock_results_dir(results)
+    finally:
+        child.kill()  # like kill -9: no clean-up runs
+        child.wait()
+    lock_results_dir(results)  # the stale file does not block
+    assert f"pid {os.getpid()} on " in (results / LOCK_FILE).read_text()
+
+
+def test_second_pipeline_on_one_results_folder_is_refused_before_any_job(data_dir, tmp_path):
+    results = tmp_path / "results"
+    child = _hold_lock(results)
+    try:
+        proc = _snakemake(
+            "reproduce_spdf", data_dir=data_dir,
+            config=(f"results_dir={results}", f"reports_dir={tmp_path}/reports"),
+        )  # fmt: skip
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.returncode != 0
+    assert f"is in use by another pipeline (pid {child.pid} on " in proc.stdout + proc.stderr
+    assert sorted(p.name for p in results.iterdir()) == [LOCK_FILE]  # no job ran

@@ -9,9 +9,14 @@ and replaces the old run whole. Every check runs before the job writes anything.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import socket
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -31,6 +36,8 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     "train.ckpt_every",
     "train.keep_checkpoints",
     "train.progress",
+    "train.progress_every",
+    "train.progress_every_s",
 )
 
 # What a job writes into its folder; ``overwrite=true`` deletes only folders made of these, so
@@ -152,3 +159,44 @@ def _empty(run_dir: Path) -> None:
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+# ---------------------------------------------------------------- one pipeline per results folder
+
+LOCK_FILE = ".sparselm.lock"
+_held: list[TextIO] = []  # open lock files: the lock lasts as long as this process
+
+
+def lock_results_dir(results: Path) -> None:
+    """Hold an exclusive lock on ``<results>/.sparselm.lock`` until this process exits.
+
+    Snakemake locks its working directory, so two checkouts sharing one ``results_dir`` would
+    otherwise run the same jobs at once. The lock is ``flock``: the kernel drops it when its
+    holder exits, however it dies, so a stale lock never blocks; the file's text (pid, host,
+    time) only names the holder. On a filesystem without locks this warns and goes on.
+    """
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / LOCK_FILE
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "holder unknown"
+        f.close()
+        raise ConfigError(
+            f"results_dir={results} is in use by another pipeline ({holder}); wait for it, "
+            "or give this one another results_dir"
+        ) from None
+    except OSError as e:
+        f.close()
+        print(f"warning: {path}: cannot lock ({e}); not guarded against a second pipeline",
+              file=sys.stderr)  # fmt: skip
+        return
+    f.seek(0)
+    f.truncate()
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+    f.flush()
+    _held.append(f)
