@@ -15,6 +15,7 @@ import pytest
 import yaml
 from bad_inputs_table import CASES, DOC, Workspace, markdown, prepared_dir, run_cases, run_entry
 from helpers import toy_model
+from safetensors.torch import load_file, save_file
 
 from sparselm.checkpoint import TrainingState, latest_checkpoint, save_checkpoint
 from sparselm.cli.run_folder import (
@@ -105,6 +106,24 @@ def test_rerun_changing_only_resumable_keys_resumes(ws, tmp_path):
         code, line = run_entry("pretrain", [*args, "device=cpu", f"hydra.run.dir={out}"])
     assert code == 0, line
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
+def test_finetune_rerun_refuses_a_retrained_pretrained_run(ws, tmp_path):
+    """The same ``pretrained=`` folder, trained again, must not continue the old fine-tune."""
+    pre, out = tmp_path / "pre", tmp_path / "ft"
+    shutil.copytree(ws.folder("sparse"), pre)
+    args = ["scale=smoke", "logger=none", "task=e2e", "train.steps=1", f"pretrained={pre}"]
+    code, line = run_entry("finetune", [*args, f"hydra.run.dir={out}"])
+    assert code == 0, line
+    (out / "metrics.json").unlink()  # as Snakemake leaves a job it reruns
+    weights = latest_checkpoint(pre) / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["wte.weight"] = tensors["wte.weight"] * 0.5
+    save_file(tensors, weights)  # the pretraining run, trained again
+    before = _digest(out)
+    code, line = run_entry("finetune", [*args, f"hydra.run.dir={out}"])
+    assert code == 2 and "pretrained: the weights at" in line, line
+    assert "not those this run started from" in line and _digest(out) == before
 
 
 def test_an_unfinished_run_is_used_when_its_checkpoint_is_named(ws):

@@ -26,7 +26,7 @@ from sparselm.cli.common import (
     save_resolved_config,
 )
 from sparselm.cli.job import train_and_record
-from sparselm.cli.run_folder import claim_run_dir, require_finished
+from sparselm.cli.run_folder import check_start, claim_run_dir, record_start, require_finished
 from sparselm.data.task_batches import TaskBatches, subset_indices
 from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
@@ -53,6 +53,7 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
     device = dist.device(pick_device(cfg.device))
     require_finished(Path(cfg.pretrained), "pretrained")
     model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
+    start = check_start(run_dir, "pretrained", ckpt)
     batches = task_batches(cfg, tok, model.config.block_size)
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
@@ -65,6 +66,7 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tokenizer_path_of(ckpt), run_dir / TOKENIZER_FILE)
         config_yaml = save_resolved_config(cfg, run_dir)
+        record_start(run_dir, start)
         tracker = builders.tracker(cfg, run_dir, job_type="finetune")
     model.train()
     run = TrainRun(

@@ -10,6 +10,7 @@ and replaces the old run whole. Every check runs before the job writes anything.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sparselm.cli.common import write_json_atomic
 from sparselm.errors import ConfigError
 
 # Keys that may differ between a run and its resumption: they change what is logged, how often
@@ -52,6 +54,7 @@ RUN_ENTRIES = (
     "hf_model",
     "results.json",
     "results.csv",
+    "start.json",
 )
 
 _ABSENT = "<absent>"
@@ -117,6 +120,36 @@ def require_finished(path: Path, key: str) -> None:
             f"{key}={path} is an unfinished run (no metrics.json); finish it, or name one of "
             f"its checkpoints explicitly ({key}={path}/checkpoints/step_<N>)"
         )
+
+
+def check_start(run_dir: Path, key: str, ckpt: Path) -> dict[str, Any] | None:
+    """Resume a fine-tuning run only from the weights it started from.
+
+    ``key=<run>`` names the same folder after that run was trained again; its config alone
+    cannot tell, so the first start records the checkpoint's weights sha256 in ``start.json``
+    (``record_start``, with the other files) and every rerun compares it. Returns what to
+    record, or None when the folder already records the same start."""
+    from sparselm.loading import weights_sha256
+
+    file = Path(run_dir) / "start.json"
+    now = {"checkpoint": str(ckpt), "weights_sha256": weights_sha256(ckpt)}
+    if file.is_file():
+        try:
+            saved = json.loads(file.read_text())[key]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{file}: unreadable; overwrite=true starts the run again") from None
+        if saved.get("weights_sha256") != now["weights_sha256"]:
+            raise ConfigError(
+                f"{key}: the weights at {ckpt} are not those this run started from "
+                f"({saved.get('checkpoint')}); use another folder, or overwrite=true"
+            )
+        return None
+    return {key: now}
+
+
+def record_start(run_dir: Path, start: dict[str, Any] | None) -> None:
+    if start is not None:
+        write_json_atomic(Path(run_dir) / "start.json", start)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
