@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import save_tiny_run
 from safetensors.torch import load_file
 from transformers import (
@@ -23,6 +24,7 @@ from transformers import (
 from sparselm.cli.common import run_cli
 from sparselm.cli.sparse_finetune import main
 from sparselm.data.tasks import load_task
+from sparselm.schedules import warmup_linear_lr
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,15 @@ def test_one_shot_prune_then_fixed_mask_finetune_keeps_masks_exact(
     assert _sha(weights) == before
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
     assert {"loss_ce", "loss_kl", "loss_squarehead"} <= set(log[-1])
+    # squarehead.md §3.2: linear decay to 0 after warmup, no gradient clipping
+    optim = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]
+    assert optim["grad_clip"] is None and optim["lr_schedule"] == "linear"
+    assert optim["min_lr"] == 0.0
+    want = [
+        warmup_linear_lr(r["step"] - 1, optim["lr"], 0.0, optim["warmup_steps"], 8) for r in log
+    ]
+    assert [r["lr"] for r in log] == pytest.approx(want)
+    assert warmup_linear_lr(8, optim["lr"], 0.0, optim["warmup_steps"], 8) == 0.0
 
 
 def test_gradual_pruning_reaches_the_final_sparsity(teacher, data_dir, tmp_path):
