@@ -1,109 +1,114 @@
-"""Greedy and beam-search decoding: agreement, exactness on a tiny space, n-gram bans, stops."""
+"""Batched HF decoding keeps our semantics: n-gram bans on generated text only, whole prompts
+with a per-row budget, per-beam stop strings, batch-size independence, and the same strings as
+the hand-written decoder it replaced (``fixtures/eval_decoding``)."""
 
 from __future__ import annotations
 
-import itertools
-from types import SimpleNamespace
+import json
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import toy_model
-from torch import nn
+from helpers import save_tiny_run
+from lm_eval.api.instance import Instance
 
-from sparselm.evaluation.generation import banned_tokens, beam_search, greedy_decode
+from sparselm.evaluation.generation import GeneratedNgramBan, GenSettings, StopStrings
+from sparselm.evaluation.lm import SparselmLM
+from sparselm.evaluation.tasks.nlg_metrics import corpus_bleu
 
-
-class BigramModel(nn.Module):
-    """Next-token logits depend only on the last token: a table we can reason about."""
-
-    def __init__(self, table: torch.Tensor, block_size: int = 32) -> None:
-        super().__init__()
-        self.table = nn.Parameter(table.clone(), requires_grad=False)
-        self.config = SimpleNamespace(block_size=block_size)
-
-    def forward(self, idx: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(logits=self.table[idx])
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "eval_decoding"
+TEXTS = ["name : The Eagle | food : French || The Eagle serves French food .\n"] * 40
 
 
-def cycle_model(vocab: int = 8) -> BigramModel:
-    """Strongly prefers 1 -> 2 -> 3 -> 1 ..., so plain decoding repeats every n-gram."""
-    table = torch.zeros(vocab, vocab)
-    for a, b in ((0, 1), (1, 2), (2, 3), (3, 1)):
-        table[a, b] = 5.0
-    table[:, 0] = -5.0  # EOS (id 0) is unlikely
-    return BigramModel(table)
+@pytest.fixture(scope="module")
+def record() -> dict:
+    return json.loads((FIXTURE / "outputs.json").read_text())
 
 
-def has_repeated_ngram(ids: list[int], n: int) -> bool:
-    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
-    return len(grams) != len(set(grams))
+@pytest.fixture(scope="module")
+def fixture_lm() -> SparselmLM:
+    return SparselmLM(pretrained=FIXTURE / "checkpoint", device="cpu", batch_size=8)
 
 
-def test_banned_tokens():
-    assert banned_tokens([1, 2, 3, 1, 2], 3) == {3}
-    assert banned_tokens([1, 2, 3, 1, 2], 2) == {3}  # after "2" came "3" before
-    assert banned_tokens([1, 2], 3) == set()
-    assert banned_tokens([4, 5], 0) == set()
-    assert banned_tokens([4, 5], 1) == {4, 5}
+def requests(prompts: list[str], kwargs: dict) -> list[Instance]:
+    return [
+        Instance("generate_until", {}, (p, kwargs), 0, ("sparselm_e2e_nlg", i, 1))
+        for i, p in enumerate(prompts)
+    ]
 
 
-@pytest.mark.parametrize("eos", [None, 7])
-def test_beam_search_with_one_beam_equals_greedy(eos):
-    model = toy_model(seed=1).eval()
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(4):
-        prompt = torch.randint(0, 64, (5,), generator=gen).tolist()
-        greedy = greedy_decode(model, prompt, 12, eos_id=eos)
-        beam = beam_search(model, prompt, 1, 12, length_penalty=0.8, eos_id=eos)
-        assert beam == greedy
+def fixture_kwargs(record: dict, name: str) -> dict:
+    return record["common"] | record["settings"][name]
 
 
-def test_beam_search_is_exact_when_beams_cover_every_sequence():
-    # vocab 4, 3 steps: at most 27 running hypotheses, so 64 beams keep every one of them and
-    # the result must be the best sequence under sum_logprob / gen_len ** length_penalty.
-    torch.manual_seed(3)
-    model = BigramModel(torch.randn(4, 4) * 2)
-    eos, steps, lp = 0, 3, 0.7
-    logp = torch.log_softmax(model.table, dim=-1)
-
-    def score(prompt_last: int, seq: tuple[int, ...]) -> float:
-        prev, total = prompt_last, 0.0
-        for tok in seq:
-            total, prev = total + float(logp[prev, tok]), tok
-        return total / len(seq) ** lp
-
-    candidates = []
-    for length in range(1, steps + 1):
-        for body in itertools.product((1, 2, 3), repeat=length - 1):
-            candidates.append(body + (eos,))  # ends with EOS (returned without it)
-    candidates += list(itertools.product((1, 2, 3), repeat=steps))  # ran out of budget
-    best = max(candidates, key=lambda seq: score(2, seq))
-    expected = [t for t in best if t != eos]
-    assert beam_search(model, [2], 64, steps, length_penalty=lp, eos_id=eos) == expected
+def test_ngram_ban_counts_generated_tokens_only():
+    prompt = torch.tensor([[5, 6, 7, 5, 6]])  # the prompt repeats "5 6" -> 7: not banned
+    ban = GeneratedNgramBan(3, prompt_len=5)
+    gen = torch.tensor([[1, 2, 3, 1, 2]])
+    out = ban(torch.cat([prompt, gen], dim=1), torch.zeros(1, 10))
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [3]  # "1 2 3" would repeat
+    out = ban(torch.cat([prompt, torch.tensor([[5, 6]])], dim=1), torch.zeros(1, 10))
+    assert not torch.isinf(out).any()  # "5 6 7" exists only in the prompt
 
 
-@pytest.mark.parametrize("n", [2, 3, 4])
-def test_no_repeat_ngram_is_respected(n):
-    model = cycle_model()
-    plain = beam_search(model, [0], 3, 20, eos_id=0)
-    assert has_repeated_ngram(plain, n)  # the ban below is what prevents it
-    for num_beams in (1, 3):
-        out = beam_search(model, [0], num_beams, 20, no_repeat_ngram_size=n, eos_id=0)
-        assert len(out) == 20 and not has_repeated_ngram(out, n)
-    assert not has_repeated_ngram(greedy_decode(model, [0], 20, 0, None, n), n)
+def test_stop_strings_are_checked_per_row():
+    class Tok:
+        def decode_batch(self, rows, skip_special_tokens=False):
+            return ["".join("\n" if t == 9 else "a" for t in row) for row in rows]
+
+    stop = StopStrings(Tok(), ["\n"], prompt_len=2)
+    ids = torch.tensor([[9, 9, 1, 1], [1, 1, 1, 9], [9, 1, 9, 1]])  # prompt "\n" never counts
+    assert stop(ids, None).tolist() == [False, True, True]
 
 
-def test_stop_fn_ends_the_hypothesis_after_the_stopping_token():
-    model = cycle_model()
-    stop = lambda ids: ids[-1] == 3  # noqa: E731
-    assert greedy_decode(model, [0], 20, eos_id=0, stop_fn=stop) == [1, 2, 3]
-    assert beam_search(model, [0], 4, 20, eos_id=0, stop_fn=stop) == [1, 2, 3]
+@pytest.mark.parametrize("name", ["greedy", "beam4"])
+def test_same_strings_as_the_old_decoder(record, fixture_lm, name):
+    got = fixture_lm.generate_until(requests(record["prompts"], fixture_kwargs(record, name)))
+    want = record["outputs"][name]
+    assert got == want
 
 
-def test_eos_is_not_returned_and_window_slides():
-    table = torch.full((6, 6), -5.0)
-    table[1, 2] = table[2, 5] = 5.0  # 1 -> 2 -> EOS(5)
-    model = BigramModel(table, block_size=2)
-    long_prompt = [3, 4, 3, 4, 3, 1]  # longer than the window: only the tail is seen
-    assert greedy_decode(model, long_prompt, 10, eos_id=5) == [2]
-    assert beam_search(model, long_prompt, 2, 10, eos_id=5) == [2]
+@pytest.mark.parametrize("name", ["beam4"])
+def test_results_do_not_depend_on_batch_size(record, name):
+    prompts = record["prompts"][:16]
+    outs = []
+    for batch_size in (1, 5, 16):
+        lm = SparselmLM(pretrained=FIXTURE / "checkpoint", device="cpu", batch_size=batch_size)
+        outs.append(lm.generate_until(requests(prompts, fixture_kwargs(record, name))))
+    assert outs[0] == outs[1] == outs[2]
+    refs = record["references"][:16]
+    assert corpus_bleu(list(zip(refs, outs[0], strict=True))) > 0
+
+
+def hand_greedy(lm: SparselmLM, prompt: list[int], steps: int) -> list[int]:
+    """Arg-max decoding with full forwards of our own GPT (no cache, no HF)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            ids.append(int(lm.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def test_long_prompts_are_kept_whole_and_decode_until_the_window_is_full(tmp_path):
+    run = save_tiny_run(tmp_path / "run", TEXTS, block_size=32)
+    lm = SparselmLM(pretrained=run, device="cpu", batch_size=4)
+    eot = lm.eot_token_id
+    long_ids = [t for t in lm.tok_encode(TEXTS[0] * 3) if t != eot][:27]
+    short_ids = long_ids[:6]
+    settings = GenSettings(until=(), max_gen_toks=16)
+    # lm-eval's hf backend would cut the long prompt to 32 - 16 = 16 tokens; we keep all 27
+    texts = lm.generate_ids([long_ids, short_ids], settings)
+    for ids, text, budget in ((long_ids, texts[0], 5), (short_ids, texts[1], 16)):
+        expected = hand_greedy(lm, ids, budget)
+        expected = expected[: expected.index(eot)] if eot in expected else expected
+        assert text == lm.tok_decode(expected)
+    assert lm.truncated == {}
+
+
+def test_a_prompt_that_fills_the_window_is_counted(tmp_path):
+    run = save_tiny_run(tmp_path / "run", TEXTS, block_size=32)
+    lm = SparselmLM(pretrained=run, device="cpu", batch_size=4)
+    prompt = TEXTS[0] * 4
+    assert len(lm.tok_encode(prompt)) > 31
+    lm.generate_until(requests([prompt, "name :"], {"max_gen_toks": 4}))
+    assert lm.truncated == {"sparselm_e2e_nlg": 1}

@@ -117,3 +117,16 @@ def test_generate_until_refuses_unsupported_settings(lm, kwargs):
 def test_max_length_beyond_block_size_is_refused(run_dir):
     with pytest.raises(ConfigError, match="max_length"):
         SparselmLM(pretrained=str(run_dir), device="cpu", max_length=33)
+
+
+def test_continuations_longer_than_the_window_are_counted_per_task(lm):
+    long = " the lazy dog." * 20
+    assert len(lm.tok_encode(long)) > lm.max_length
+    reqs = [
+        Instance("loglikelihood", {}, ("Hello", long), 0, ("sparselm_piqa", 0, 1)),
+        Instance("loglikelihood", {}, ("Hello", " world"), 1, ("sparselm_piqa", 1, 1)),
+        Instance("loglikelihood", {}, ("the quick", " brown"), 0, ("sparselm_arc_easy", 0, 1)),
+    ]
+    lm.truncated.clear()
+    lm.loglikelihood(reqs)
+    assert lm.truncated == {"sparselm_piqa": 1, "sparselm_arc_easy": 0}

@@ -12,6 +12,7 @@ from sparselm.errors import ConfigError, DataError
 from sparselm.evaluation.run import TASKS_DIR, evaluate_checkpoint, flat_metrics, results_table
 from sparselm.evaluation.tasks import nlg_metrics, utils
 from sparselm.loading import resolve_checkpoint, weights_sha256
+from sparselm.tokenizer import load_tokenizer
 
 ZERO_SHOT = [
     "sparselm_hellaswag",
@@ -89,7 +90,7 @@ def test_nlg_metrics_use_every_reference():
 
 
 @pytest.mark.slow
-def test_evaluate_checkpoint_end_to_end(run_dir, data_dir):
+def test_evaluate_checkpoint_end_to_end(run_dir, data_dir, tmp_path):
     results = evaluate_checkpoint(
         run_dir,
         ["sparselm_arc_easy", "sparselm_e2e_nlg"],
@@ -99,6 +100,7 @@ def test_evaluate_checkpoint_end_to_end(run_dir, data_dir):
         device="cpu",
         gen_overrides={"num_beams": 2, "max_gen_toks": 16},
         seed=7,
+        generations_dir=tmp_path / "generations",
     )
     ckpt = resolve_checkpoint(run_dir)
     assert results["weights_sha256"] == weights_sha256(ckpt)
@@ -129,6 +131,22 @@ def test_evaluate_checkpoint_end_to_end(run_dir, data_dir):
         "ter",
     }
     json.dumps(results, allow_nan=False)  # results.json must be plain JSON
+    # prompts that alone fill the 64-token window are left-cut, and counted
+    docs = utils.load_e2e_nlg(str(data_dir))["test"]
+    tok = load_tokenizer(run_dir / "tokenizer.json")
+    too_long = sum(len(tok.encode(docs[i]["prompt"]).ids) > 63 for i in range(5))
+    assert results["truncated_requests"] == {"sparselm_arc_easy": 0, "sparselm_e2e_nlg": too_long}
+    # every generation is saved beside the results: input, output, references
+    assert results["generations_files"] == {
+        "sparselm_e2e_nlg": "generations/sparselm_e2e_nlg.jsonl"
+    }
+    lines = (tmp_path / "generations" / "sparselm_e2e_nlg.jsonl").read_text().splitlines()
+    saved = [json.loads(line) for line in lines]
+    assert [r["doc_id"] for r in saved] == list(range(5))
+    for record in saved:
+        doc = docs[record["doc_id"]]
+        assert record["input"] == doc["prompt"] and record["references"] == doc["references"]
+        assert isinstance(record["output"], str)
 
 
 @pytest.mark.slow
@@ -154,6 +172,7 @@ def test_cli_writes_results_and_metrics_last(run_dir, data_dir, tmp_path, monkey
     assert metrics == flat_metrics(results) and set(metrics) == {
         "sparselm_piqa/acc",
         "sparselm_piqa/acc_norm",
+        "sparselm_piqa/truncated_requests",
     }
     assert (out / "results.csv").read_text().startswith("task,metric,filter,value")
     assert "checkpoint:" in (out / "config.yaml").read_text()

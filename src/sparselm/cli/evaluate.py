@@ -6,8 +6,10 @@
 
 Writes into ``hydra.run.dir``: ``config.yaml`` (resolved), ``results.json`` (lm-eval's results,
 task versions, sample counts, generation settings, weights sha256, checkpoint, lm-eval
-version, limit), ``results.csv`` (one row per task x metric) and, last, ``metrics.json``
-(flat ``task/metric -> value``), whose presence marks the job complete.
+version, limit, truncated requests per task), ``results.csv`` (one row per task x metric),
+``generations/<task>.jsonl`` (every generation task's input, output and references, one JSON
+line per input) and, last, ``metrics.json`` (flat ``task/metric -> value``, with
+``task/truncated_requests``), whose presence marks the job complete.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def main(argv: Sequence[str]) -> int:
     # imported late: lm-eval and datasets take seconds to import, config errors should not
     from sparselm.evaluation.run import evaluate_checkpoint, flat_metrics, results_table
 
-    results = evaluate_checkpoint(**args)
+    results = evaluate_checkpoint(**args, generations_dir=run_dir / "generations")
     table = results_table(results)
     metrics = flat_metrics(results)
     write_json_atomic(run_dir / "results.json", results)

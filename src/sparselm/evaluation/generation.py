@@ -1,178 +1,178 @@
-"""Deterministic decoding for a causal LM: greedy and beam search, as pure functions.
+"""Batched, KV-cached decoding through ``transformers`` ``generate``, with our semantics.
 
-Both take ``model(idx).logits`` ([B, T, V]) and a list of prompt ids, and return the generated
-ids only (without the prompt). The model has no KV cache, so every step re-runs the visible
-window: the last ``window`` (default ``model.config.block_size``) tokens of prompt + generated,
-so a long prompt slides out on the left as tokens are generated.
+Every generation request goes through :func:`generate_batch`: prompts are left-padded into
+one batch and decoded by HF's greedy or beam search with ``use_cache=True``. Three pieces make
+the result the one the task asks for, for every request alone, whatever its batch:
 
-Conventions (match Hugging Face ``generate`` unless noted):
+* :class:`GeneratedNgramBan` bans a token that would repeat an n-gram of the *generated* text
+  (microsoft/LoRA's NLG convention). HF's ``no_repeat_ngram_size`` also counts the prompt, so
+  a model could never copy a 4-gram of its input; it is not used.
+* :class:`StopStrings` ends a row (a beam candidate in beam search) once its own generated text
+  contains a stop string. It is evaluated per row of ``input_ids``, so each beam stops on its
+  own text, not on row 0 of its request (lm-eval's ``MultiTokenEOSCriteria`` tracks one row per
+  request, which makes beam outputs depend on the batch size).
+* :class:`RowBudget` ends a row after its own ``max_new`` tokens: ``min(max_gen_toks,
+  max_length - prompt length)``. Prompts are never cut to ``max_length - max_gen_toks`` (the
+  way lm-eval's ``hf`` backend does); a prompt is left-cut only when it alone leaves no room
+  for one new token.
 
-* A hypothesis finishes when it emits ``eos_id`` (the EOS id is not returned) or when
-  ``stop_fn(generated_ids)`` says so (the ids that completed the stop are returned; the caller
-  cuts the text at its stop string).
-* Beam search keeps the ``num_beams`` best running beams out of the top ``2 * num_beams``
-  candidates, scores a finished hypothesis by ``sum_logprob / gen_len ** length_penalty``
-  (``gen_len`` counts generated tokens including the EOS), and stops once no running beam can
-  beat the worst kept hypothesis (HF's ``early_stopping=False`` heuristic).
-* ``no_repeat_ngram_size`` bans n-grams repeated within the *generated* tokens only (as
-  microsoft/LoRA's NLG beam search does), so the model may still copy n-grams of the input.
+The EOS id ends a hypothesis and is not returned; a stop string's tokens are returned (the
+caller cuts the text at the stop string). Beam search is HF's: the ``num_beams`` best of
+``2 * num_beams`` candidates run on, a finished hypothesis scores ``sum_logprob / gen_len **
+length_penalty`` (``gen_len`` counts the EOS or stop token), and the search stops once no
+running beam can beat the worst kept hypothesis (``early_stopping=False``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
-StopFn = Callable[[list[int]], bool]
+
+@dataclass(frozen=True)
+class GenSettings:
+    """Deterministic decoding settings of one request (parsed from lm-eval gen kwargs)."""
+
+    until: tuple[str, ...]
+    max_gen_toks: int
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
 
-def banned_tokens(generated: Sequence[int], n: int) -> set[int]:
-    """Tokens that would repeat an n-gram already present in ``generated``."""
-    if n <= 0 or len(generated) < n - 1:
-        return set()
-    if n == 1:
-        return set(generated)
-    prefix = tuple(generated[len(generated) - n + 1 :])
-    return {
-        generated[i + n - 1]
-        for i in range(len(generated) - n + 1)
-        if tuple(generated[i : i + n - 1]) == prefix
-    }
+class GeneratedNgramBan(LogitsProcessor):
+    """Bans tokens that would repeat an n-gram of the tokens generated after ``prompt_len``."""
+
+    def __init__(self, n: int, prompt_len: int) -> None:
+        self.n, self.prompt_len = n, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        gen = input_ids[:, self.prompt_len :]
+        n, length = self.n, gen.shape[1]
+        if n == 1:
+            return scores.scatter(1, gen, float("-inf")) if length else scores
+        if n <= 0 or length < n:  # no complete n-gram yet: nothing to repeat
+            return scores
+        windows = gen.unfold(1, n, 1)  # [rows, length - n + 1, n]
+        prefix = gen[:, length - n + 1 :]  # the n - 1 tokens a new n-gram would start with
+        hits = (windows[:, :, : n - 1] == prefix[:, None, :]).all(dim=-1)
+        rows, pos = hits.nonzero(as_tuple=True)
+        scores = scores.clone()
+        scores[rows, windows[rows, pos, n - 1]] = float("-inf")
+        return scores
+
+
+class StopStrings(StoppingCriteria):
+    """True for each row whose generated text (after ``prompt_len``) contains a stop string."""
+
+    def __init__(self, tok: Tokenizer, until: Sequence[str], prompt_len: int) -> None:
+        self.tok, self.until, self.prompt_len = tok, [s for s in until if s], prompt_len
+        # a stop string newly completed by the last token lies within this many last tokens
+        # (a token decodes to at least one byte); earlier ones would have stopped the row before
+        self.tail = max((len(s.encode()) for s in self.until), default=0) + 1
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: object, **kwargs: object
+    ) -> torch.Tensor:
+        gen = input_ids[:, self.prompt_len :]
+        tails = self.tok.decode_batch(gen[:, -self.tail :].tolist(), skip_special_tokens=False)
+        done = [any(s in text for s in self.until) for text in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class RowBudget(StoppingCriteria):
+    """True for each row that has generated its own ``max_new`` tokens (rows in beam order)."""
+
+    def __init__(self, max_new: torch.Tensor, prompt_len: int) -> None:
+        self.max_new, self.prompt_len = max_new, prompt_len
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: object, **kwargs: object
+    ) -> torch.Tensor:
+        rows = input_ids.shape[0]
+        per_row = self.max_new.to(input_ids.device).repeat_interleave(rows // len(self.max_new))
+        return (input_ids.shape[1] - self.prompt_len) >= per_row
+
+
+def fit_prompt(ids: list[int], max_length: int, max_gen_toks: int) -> tuple[list[int], int]:
+    """(prompt, new-token budget): the prompt whole unless it alone fills the window."""
+    ids = ids[-(max_length - 1) :]
+    return ids, min(max_gen_toks, max_length - len(ids))
 
 
 @torch.no_grad()
-def next_logprobs(
-    model: nn.Module, seqs: list[list[int]], window: int | None = None
-) -> torch.Tensor:
-    """Log-probabilities [len(seqs), V] of the next token; all seqs have the same length."""
-    window = window or model.config.block_size
+def generate_batch(
+    model: nn.Module,
+    tok: Tokenizer,
+    prompts: Sequence[Sequence[int]],
+    settings: GenSettings,
+    eos_id: int,
+    max_length: int,
+) -> list[list[int]]:
+    """Generated ids (no prompt, no EOS) of each prompt; ``model`` is an HF causal LM.
+
+    Each prompt must already fit (see :func:`fit_prompt`): ``len(prompt) < max_length``.
+    """
     device = next(model.parameters()).device
-    idx = torch.tensor([s[-window:] for s in seqs], dtype=torch.long, device=device)
-    logits = model(idx).logits[:, -1, :].float()
-    return torch.log_softmax(logits, dim=-1)
+    budgets = [min(settings.max_gen_toks, max_length - len(p)) for p in prompts]
+    if min(budgets) < 1:
+        raise ValueError("every prompt must leave room for one new token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), eos_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):  # left padding: every row ends at the same column
+        ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    processors = LogitsProcessorList()
+    if settings.no_repeat_ngram_size > 0:
+        processors.append(GeneratedNgramBan(settings.no_repeat_ngram_size, width))
+    criteria = StoppingCriteriaList([RowBudget(torch.tensor(budgets), width)])
+    if settings.until:
+        criteria.append(StopStrings(tok, settings.until, width))
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        generation_config=_config(settings, eos_id, max(budgets)),
+        logits_processor=processors,
+        stopping_criteria=criteria,
+    )
+    return [_strip(row[width:].tolist(), eos_id) for row in out]
 
 
-def _ban(logprobs: torch.Tensor, gens: list[list[int]], n: int) -> None:
-    for row, gen in enumerate(gens):
-        banned = banned_tokens(gen, n)
-        if banned:
-            logprobs[row, list(banned)] = float("-inf")
+def _config(settings: GenSettings, eos_id: int, max_new_tokens: int) -> GenerationConfig:
+    # everything explicit, so no default of the model's own generation config slips in
+    beam = {"length_penalty": settings.length_penalty, "early_stopping": False}
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=settings.num_beams,
+        **(beam if settings.num_beams > 1 else {}),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        use_cache=True,
+        num_return_sequences=1,
+    )
 
 
-def greedy_decode(
-    model: nn.Module,
-    prompt_ids: Sequence[int],
-    max_new_tokens: int,
-    eos_id: int | None = None,
-    stop_fn: StopFn | None = None,
-    no_repeat_ngram_size: int = 0,
-    *,
-    window: int | None = None,
-) -> list[int]:
-    """Arg-max decoding until EOS, ``stop_fn`` or ``max_new_tokens``."""
-    prompt = list(prompt_ids)
-    gen: list[int] = []
-    for _ in range(max_new_tokens):
-        logprobs = next_logprobs(model, [prompt + gen], window)
-        _ban(logprobs, [gen], no_repeat_ngram_size)
-        token = int(torch.argmax(logprobs[0]))
-        if token == eos_id:
-            break
-        gen.append(token)
-        if stop_fn is not None and stop_fn(gen):
-            break
-    return gen
+def _strip(ids: list[int], eos_id: int) -> list[int]:
+    """Generated ids up to the first EOS (finished rows are padded with it)."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
-class _Finished:
-    """The ``num_beams`` best finished hypotheses, as (score, ids)."""
-
-    def __init__(self, num_beams: int, length_penalty: float) -> None:
-        self.num_beams = num_beams
-        self.length_penalty = length_penalty
-        self.items: list[tuple[float, list[int]]] = []
-
-    def add(self, ids: list[int], sum_logprob: float, gen_len: int) -> None:
-        score = sum_logprob / max(gen_len, 1) ** self.length_penalty
-        self.items.append((score, ids))
-        self.items.sort(key=lambda item: -item[0])
-        del self.items[self.num_beams :]
-
-    def is_done(self, best_running: float, gen_len: int) -> bool:
-        if len(self.items) < self.num_beams:
-            return False
-        return self.items[-1][0] >= best_running / max(gen_len, 1) ** self.length_penalty
-
-    def best(self) -> list[int]:
-        return self.items[0][1] if self.items else []
-
-
-def beam_search(
-    model: nn.Module,
-    prompt_ids: Sequence[int],
-    num_beams: int,
-    max_new_tokens: int,
-    length_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
-    eos_id: int | None = None,
-    stop_fn: StopFn | None = None,
-    *,
-    window: int | None = None,
-) -> list[int]:
-    """Beam search, batched over beams; returns the best finished hypothesis."""
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    prompt = list(prompt_ids)
-    beams: list[tuple[list[int], float]] = [([], 0.0)]
-    finished = _Finished(num_beams, length_penalty)
-    for step in range(max_new_tokens):
-        gens = [gen for gen, _ in beams]
-        logprobs = next_logprobs(model, [prompt + gen for gen in gens], window)
-        _ban(logprobs, gens, no_repeat_ngram_size)
-        scores = logprobs + torch.tensor([s for _, s in beams], device=logprobs.device)[:, None]
-        k = min(2 * num_beams, scores.numel())
-        top, flat = torch.topk(scores.view(-1), k)
-        beams = _advance(
-            beams,
-            top.tolist(),
-            flat.tolist(),
-            logprobs.size(1),
-            finished,
-            eos_id,
-            stop_fn,
-            step + 1,
-        )
-        if not beams or finished.is_done(beams[0][1], step + 1):
-            return finished.best()
-    for gen, score in beams:  # out of budget: running beams compete as they are
-        finished.add(gen, score, len(gen))
-    return finished.best()
-
-
-def _advance(
-    beams: list[tuple[list[int], float]],
-    top: list[float],
-    flat: list[int],
-    vocab: int,
-    finished: _Finished,
-    eos_id: int | None,
-    stop_fn: StopFn | None,
-    gen_len: int,
-) -> list[tuple[list[int], float]]:
-    """Next running beams from ranked candidates; finished ones go to ``finished``."""
-    running: list[tuple[list[int], float]] = []
-    for rank, (score, index) in enumerate(zip(top, flat, strict=True)):
-        if score == float("-inf"):
-            break
-        gen, token = beams[index // vocab][0], index % vocab
-        if token == eos_id or (stop_fn is not None and stop_fn(gen + [token])):
-            # like HF: only an end among the top num_beams candidates may finish a hypothesis
-            if rank < finished.num_beams:
-                finished.add(gen if token == eos_id else gen + [token], score, gen_len)
-            continue
-        running.append((gen + [token], score))
-        if len(running) == finished.num_beams:
-            break
-    return running
+def clamp_positions(model: nn.Module, n_positions: int) -> None:
+    """Clamp GPT-2 position ids to the table: rows already finished keep being forwarded in a
+    batch (their outputs are discarded) and may run past it; live rows stop by their budget."""
+    wpe = getattr(getattr(model, "transformer", None), "wpe", None)
+    if isinstance(wpe, nn.Embedding):
+        wpe.register_forward_pre_hook(lambda _, args: (args[0].clamp(max=n_positions - 1),))

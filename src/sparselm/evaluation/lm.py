@@ -3,14 +3,18 @@
     import sparselm.evaluation.lm  # registers the name
     lm_eval.simple_evaluate(model="sparselm", model_args="pretrained=<run or ckpt dir>", ...)
 
-Scoring is plain fp32 on whatever device is given. Log-likelihoods left-truncate the context to
-``max_length`` (default: the model's ``block_size``); rolling log-likelihoods use lm-eval's own
-disjoint windows; generation reads the task's ``generation_kwargs`` (greedy or beam search).
+``pretrained`` is one of our run or checkpoint folders, or a Hugging Face causal LM folder
+(``config.json`` + ``tokenizer.json``, e.g. a SquareHead ``hf_model/``). Log-likelihoods are fp32
+and left-truncate the context to ``max_length`` (default: the model's window); a request whose
+continuation alone is longer is scored on its last ``max_length`` tokens and counted in
+``truncated`` (per task). Rolling log-likelihoods use lm-eval's own disjoint windows.
+Generation (``generation.py``) decodes batches with ``transformers`` ``generate`` (KV cache;
+fp32 on CPU, bf16 on CUDA) with the task's ``generation_kwargs`` (greedy or beam search).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,9 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from sparselm.errors import ConfigError
-from sparselm.evaluation.generation import beam_search, greedy_decode
+from sparselm.evaluation.generation import GenSettings, clamp_positions, fit_prompt, generate_batch
 from sparselm.loading import load_trained, weights_sha256
-from sparselm.tokenizer import eot_id
+from sparselm.tokenizer import eot_id, load_tokenizer
 
 DEFAULT_MAX_GEN_TOKS = 256
 # Sampling knobs that mean nothing when do_sample is false (HF ignores them the same way).
@@ -41,15 +45,6 @@ GEN_KEYS = (
 
 # ((context, continuation) or None, context ids, continuation ids), as TemplateLM builds them
 TokenRequest = tuple[Any, list[int], list[int]]
-
-
-@dataclass(frozen=True)
-class GenSettings:
-    until: tuple[str, ...]
-    max_gen_toks: int
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
 
 
 def parse_gen_kwargs(kwargs: dict[str, Any] | None, default_max_gen_toks: int) -> GenSettings:
@@ -91,6 +86,13 @@ def cut_at_stop(text: str, until: tuple[str, ...]) -> str:
     return text
 
 
+def _hf_copy(model: Any, eos: int, device: torch.device, dtype: torch.dtype) -> Any:
+    """Our GPT as an exact ``GPT2LMHeadModel`` (``to_hf_gpt2``), for ``generate``."""
+    from sparselm.hf_export import to_hf_gpt2
+
+    return to_hf_gpt2(model, eos_token_id=eos).to(device=device, dtype=dtype)
+
+
 def _resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,15 +123,50 @@ class SparselmLM(TemplateLM):
                 f"batch_size={batch_size!r} and max_gen_toks={max_gen_toks!r} must be integers"
             ) from None
         self._device = torch.device(_resolve_device(device))
-        self.model, self.tok, self.ckpt_dir = load_trained(Path(pretrained), self._device)
-        block = self.model.config.block_size
+        # generation runs in bf16 on CUDA (fp32 on CPU) through a transformers model
+        gen_dtype = torch.bfloat16 if self._device.type == "cuda" else torch.float32
+        if (Path(pretrained) / "config.json").is_file():
+            self._load_hf(Path(pretrained), gen_dtype)
+        else:
+            self.model, self.tok, self.ckpt_dir = load_trained(Path(pretrained), self._device)
+            self._eot = eot_id(self.tok)
+            self.gen_model = _hf_copy(self.model, self._eot, self._device, gen_dtype)
+        block = self.block_size
         self.max_length = block if max_length in (None, "") else int(max_length)
-        if not 1 <= self.max_length <= block or self.batch_size < 1:
+        if not 2 <= self.max_length <= block or self.batch_size < 1:
             raise ConfigError(
-                f"max_length={self.max_length} must be in [1, block_size={block}] "
+                f"max_length={self.max_length} must be in [2, block_size={block}] "
                 f"and batch_size={self.batch_size} >= 1"
             )
-        self._eot = eot_id(self.tok)
+        clamp_positions(self.gen_model, block)
+        self.truncated: Counter[str] = Counter()  # requests cut to fit the window, per task
+
+    def _load_hf(self, folder: Path, gen_dtype: torch.dtype) -> None:
+        """A Hugging Face causal LM folder: scored fp32, generated in ``gen_dtype``."""
+        from sparselm.hf_causal import HFCausalLM
+
+        if not (folder / "tokenizer.json").is_file():
+            raise ConfigError(f"pretrained={folder}: has no tokenizer.json (a fast tokenizer)")
+        self.model = HFCausalLM.from_pretrained(str(folder)).to(self._device).eval()
+        self.tok, self.ckpt_dir = load_tokenizer(folder / "tokenizer.json"), folder
+        cfg = self.model.hf.config
+        eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
+        if eos is None:
+            raise ConfigError(f"pretrained={folder}: config.json has no eos_token_id")
+        self._eot = int(eos)
+        self.gen_model = self.model.hf
+        if gen_dtype != torch.float32:  # a separate low-precision copy for generation
+            self.gen_model = HFCausalLM.from_pretrained(str(folder), dtype=gen_dtype).hf
+            self.gen_model.to(self._device).eval()
+
+    @property
+    def block_size(self) -> int:
+        cfg = self.model.hf.config if hasattr(self.model, "hf") else self.model.config
+        return int(
+            getattr(cfg, "block_size", None)
+            or getattr(cfg, "n_positions", None)
+            or cfg.max_position_embeddings
+        )
 
     @property
     def eot_token_id(self) -> int:
@@ -145,7 +182,7 @@ class SparselmLM(TemplateLM):
             "checkpoint": str(self.ckpt_dir),
             "weights_sha256": self.weights_sha256,
             "max_length": self.max_length,
-            "block_size": self.model.config.block_size,
+            "block_size": self.block_size,
         }
 
     def tok_encode(
@@ -159,6 +196,14 @@ class SparselmLM(TemplateLM):
         return self.tok.decode(ids)
 
     # ---------------------------------------------------------------- log-likelihoods
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        """lm-eval's tokenisation, remembering each request's task to count truncations."""
+        self._tasks = [getattr(req, "task_name", None) or "?" for req in requests]
+        try:
+            return super().loglikelihood(requests, disable_tqdm)
+        finally:
+            self._tasks = None
+
     def _loglikelihood_tokens(
         self,
         requests: list[TokenRequest],
@@ -166,6 +211,11 @@ class SparselmLM(TemplateLM):
         override_bs: int | None = None,
     ) -> list[tuple[float, bool]]:
         rows = [self._window(ctx, cont) for _, ctx, cont in requests]
+        tasks = getattr(self, "_tasks", None)
+        if tasks is not None and len(tasks) == len(requests):
+            for task, (_, _, cont) in zip(tasks, requests, strict=True):
+                # the continuation alone overflows the window: its start is scored blind
+                self.truncated[task] += len(cont) > self.max_length
         # longest first: equal lengths share a batch and little padding is scored
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
         out: list[tuple[float, bool]] = [(0.0, True)] * len(rows)
@@ -229,43 +279,50 @@ class SparselmLM(TemplateLM):
 
     # ---------------------------------------------------------------- generation
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        out = []
-        for req in tqdm(requests, disable=disable_tqdm, desc="generate_until"):
+        """Batches of ``batch_size`` requests with the same settings, longest prompt first."""
+        jobs = []
+        for i, req in enumerate(requests):
             context, gen_kwargs = req.args
-            text = self.generate(context, parse_gen_kwargs(gen_kwargs, self.max_gen_toks))
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            out.append(text)
+            settings = parse_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            ids = self.tok_encode(context) or [self.prefix_token_id]
+            prompt, _ = fit_prompt(ids, self.max_length, settings.max_gen_toks)
+            if len(prompt) < len(ids):
+                self.truncated[getattr(req, "task_name", None) or "?"] += 1
+            jobs.append((settings, -len(prompt), i, prompt))
+        jobs.sort(key=lambda job: (repr(job[0]), job[1], job[2]))  # deterministic groups
+        out: list[str] = [""] * len(requests)
+        bar = tqdm(total=len(jobs), disable=disable_tqdm, desc="generate_until")
+        for group in _batches(jobs, self.batch_size):
+            settings = group[0][0]
+            texts = self.generate_ids([job[3] for job in group], settings)
+            for (_, _, i, _), text in zip(group, texts, strict=True):
+                out[i] = text
+                self.cache_hook.add_partial("generate_until", requests[i].args, text)
+            bar.update(len(group))
+        bar.close()
         return out
 
     def generate(self, context: str, settings: GenSettings) -> str:
-        """Continuation of ``context`` up to EOT, a stop string or max_gen_toks."""
-        prompt = self.tok_encode(context) or [self.prefix_token_id]
+        """Continuation of ``context`` up to EOS, a stop string or max_gen_toks."""
+        ids = self.tok_encode(context) or [self.prefix_token_id]
+        return self.generate_ids(
+            [fit_prompt(ids, self.max_length, settings.max_gen_toks)[0]], settings
+        )[0]
 
-        def stop_fn(ids: list[int]) -> bool:
-            text = self.tok.decode(ids)
-            return any(stop and stop in text for stop in settings.until)
+    def generate_ids(self, prompts: list[list[int]], settings: GenSettings) -> list[str]:
+        """Texts generated for prompts that fit the window, as one batch, cut at stop strings."""
+        gen = generate_batch(
+            self.gen_model, self.tok, prompts, settings, self._eot, self.max_length
+        )
+        return [cut_at_stop(self.tok.decode(ids), settings.until) for ids in gen]
 
-        stop = stop_fn if settings.until else None
-        if settings.num_beams == 1:
-            ids = greedy_decode(
-                self.model,
-                prompt,
-                settings.max_gen_toks,
-                self._eot,
-                stop,
-                settings.no_repeat_ngram_size,
-                window=self.max_length,
-            )
+
+def _batches(jobs: list[tuple], size: int) -> list[list[tuple]]:
+    """Consecutive chunks of at most ``size`` jobs that share their settings."""
+    out: list[list[tuple]] = []
+    for job in jobs:
+        if out and len(out[-1]) < size and out[-1][0][0] == job[0]:
+            out[-1].append(job)
         else:
-            ids = beam_search(
-                self.model,
-                prompt,
-                settings.num_beams,
-                settings.max_gen_toks,
-                settings.length_penalty,
-                settings.no_repeat_ngram_size,
-                self._eot,
-                stop,
-                window=self.max_length,
-            )
-        return cut_at_stop(self.tok.decode(ids), settings.until)
+            out.append([job])
+    return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,13 @@ def evaluate_checkpoint(
     gen_overrides: dict[str, Any] | None = None,
     seed: int = 1234,
     num_fewshot: int | None = None,
+    generations_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run lm-eval on a run or checkpoint folder; returns a JSON-ready results dict."""
+    """Run lm-eval on a run or checkpoint folder; returns a JSON-ready results dict.
+
+    With ``generations_dir``, every generation task's samples (input, output, references)
+    are written there as ``<task>.jsonl``, named in ``results["generations_files"]``.
+    """
     tasks = _check_tasks(tasks)
     parse_gen_kwargs(gen_overrides, DEFAULT_MAX_GEN_TOKS)  # fail before loading anything
     if limit is not None and int(limit) < 1:
@@ -70,7 +77,7 @@ def evaluate_checkpoint(
         batch_size=lm.batch_size,
         device=str(lm.device),  # recorded in results["config"]
         gen_kwargs=dict(gen_overrides) if gen_overrides else None,
-        log_samples=False,
+        log_samples=generations_dir is not None,
         bootstrap_iters=BOOTSTRAP_ITERS,
         random_seed=seed,
         numpy_random_seed=seed,
@@ -84,7 +91,56 @@ def evaluate_checkpoint(
         "num_fewshot": num_fewshot,
         "seed": seed,
     }
-    return collect_results(out, lm, run_info)
+    results = collect_results(out, lm, run_info)
+    if generations_dir is not None:
+        results["generations_files"] = save_generations(out, Path(generations_dir))
+    warn_truncated(results["truncated_requests"])
+    return results
+
+
+def generation_records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval samples of a generation task -> what the model was given, wrote, and should have."""
+    records = []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = sample.get("doc", {})
+        refs = doc.get("references") or [sample.get("target")]
+        (context, _), *_ = sample["arguments"]
+        output = sample["filtered_resps"]
+        records.append(
+            {
+                "doc_id": sample["doc_id"],
+                "input": context,
+                "output": output[0] if isinstance(output, list) else output,
+                "references": list(refs),
+            }
+        )
+    return records
+
+
+def save_generations(out: dict[str, Any], folder: Path) -> dict[str, str]:
+    """One JSON line per input of each generation task; returns {task: file name}."""
+    files = {}
+    for task, cfg in out.get("configs", {}).items():
+        if cfg.get("output_type") != "generate_until" or task not in out.get("samples", {}):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [
+            json.dumps(jsonable(r), ensure_ascii=False)
+            for r in generation_records(out["samples"][task])
+        ]
+        (folder / f"{task}.jsonl").write_text("".join(line + "\n" for line in lines))
+        files[task] = f"{folder.name}/{task}.jsonl"
+    return files
+
+
+def warn_truncated(counts: dict[str, int]) -> None:
+    for task, n in counts.items():
+        if n:
+            print(
+                f"warning: {task}: {n} request(s) did not fit the context window and were "
+                "left-cut (see truncated_requests in results.json)",
+                file=sys.stderr,
+            )
 
 
 def collect_results(out: dict[str, Any], lm: SparselmLM, run_info: dict[str, Any]) -> dict:
@@ -101,6 +157,9 @@ def collect_results(out: dict[str, Any], lm: SparselmLM, run_info: dict[str, Any
         "lm_eval_version": lm_eval.__version__,
         "max_length": lm.max_length,
         **run_info,
+        # per task: log-likelihood continuations longer than the window, or prompts that
+        # alone fill it; these are scored on their last max_length tokens
+        "truncated_requests": {t: int(lm.truncated.get(t, 0)) for t in out.get("n-samples", {})},
         "generation": generation,
         "results": out["results"],
         "groups": out.get("groups", {}),
@@ -178,10 +237,13 @@ def results_table(results: dict[str, Any]) -> pd.DataFrame:
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """``{"<task>/<metric>": value}``; a non-default filter is appended as ``/<filter>``."""
     table = results_table(results)
-    return {
+    flat = {
         f"{r.task}/{r.metric}" + ("" if r.filter == "none" else f"/{r.filter}"): r.value
         for r in table.itertuples()
     }
+    for task, n in results.get("truncated_requests", {}).items():
+        flat[f"{task}/truncated_requests"] = float(n)
+    return flat
 
 
 def _is_number(value: Any) -> bool:
