@@ -108,12 +108,16 @@ def test_rerun_changing_only_resumable_keys_resumes(ws, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
 
 
-def test_finetune_rerun_refuses_a_retrained_pretrained_run(ws, tmp_path):
+@pytest.mark.parametrize(
+    "stage,key,extra",
+    [("finetune", "pretrained", []), ("sparse_finetune", "teacher", ["prune=magnitude"])],
+)
+def test_finetune_rerun_refuses_a_retrained_starting_run(ws, tmp_path, stage, key, extra):
     """The same ``pretrained=`` folder, trained again, must not continue the old fine-tune."""
     pre, out = tmp_path / "pre", tmp_path / "ft"
     shutil.copytree(ws.folder("sparse"), pre)
-    args = ["scale=smoke", "logger=none", "task=e2e", "train.steps=1", f"pretrained={pre}"]
-    code, line = run_entry("finetune", [*args, f"hydra.run.dir={out}"])
+    args = ["scale=smoke", "logger=none", "task=e2e", "train.steps=1", f"{key}={pre}", *extra]
+    code, line = run_entry(stage, [*args, f"hydra.run.dir={out}"])
     assert code == 0, line
     (out / "metrics.json").unlink()  # as Snakemake leaves a job it reruns
     weights = latest_checkpoint(pre) / "model.safetensors"
@@ -121,8 +125,8 @@ def test_finetune_rerun_refuses_a_retrained_pretrained_run(ws, tmp_path):
     tensors["wte.weight"] = tensors["wte.weight"] * 0.5
     save_file(tensors, weights)  # the pretraining run, trained again
     before = _digest(out)
-    code, line = run_entry("finetune", [*args, f"hydra.run.dir={out}"])
-    assert code == 2 and "pretrained: the weights at" in line, line
+    code, line = run_entry(stage, [*args, f"hydra.run.dir={out}"])
+    assert code == 2 and f"{key}: the weights at" in line, line
     assert "not those this run started from" in line and _digest(out) == before
 
 

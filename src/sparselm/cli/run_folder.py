@@ -140,8 +140,9 @@ def check_start(run_dir: Path, key: str, ckpt: Path) -> dict[str, Any] | None:
             raise ConfigError(f"{file}: unreadable; overwrite=true starts the run again") from None
         if saved.get("weights_sha256") != now["weights_sha256"]:
             raise ConfigError(
-                f"{key}: the weights at {ckpt} are not those this run started from "
-                f"({saved.get('checkpoint')}); use another folder, or overwrite=true"
+                f"{key}: the weights at {ckpt} (sha256 {now['weights_sha256'][:12]}) are not "
+                f"those this run started from ({saved.get('checkpoint')}, sha256 "
+                f"{str(saved.get('weights_sha256'))[:12]}); use another folder, or overwrite=true"
             )
         return None
     return {key: now}

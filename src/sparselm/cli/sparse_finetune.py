@@ -29,7 +29,7 @@ from sparselm.cli.common import compose_config, pick_device, run_cli, save_resol
 from sparselm.cli.finetune import finetune_steps, task_batches
 from sparselm.cli.job import train_and_record
 from sparselm.cli.model_source import is_hf, load_source, save_hf_model
-from sparselm.cli.run_folder import claim_run_dir, require_finished
+from sparselm.cli.run_folder import check_start, claim_run_dir, record_start, require_finished
 from sparselm.data.task_batches import TaskBatches
 from sparselm.flops import ModelShape, forward_flops_per_token
 from sparselm.hooks import TrainHook
@@ -57,6 +57,7 @@ def main(argv: Sequence[str]) -> int:
     if cfg.get("teacher") and not is_hf(cfg):
         require_finished(Path(cfg.teacher), "teacher")
     source = load_source(cfg, device)
+    start = check_start(run_dir, "teacher", source.origin) if source.family == "sparselm" else None
     batches = task_batches(
         cfg, source.tokenizer, source.max_len, source.eos_id if source.hf_eos else None
     )
@@ -87,6 +88,7 @@ def main(argv: Sequence[str]) -> int:
 
     source.copy_tokenizer(run_dir)
     config_yaml = save_resolved_config(cfg, run_dir)
+    record_start(run_dir, start)
     tracker = builders.tracker(cfg, run_dir, job_type="sparse_finetune")
     student.train()
     flops = SparseFTFlops(student, batches.seq_len, distill_cfg)
