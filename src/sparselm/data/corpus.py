@@ -7,11 +7,10 @@ without an official split get a deterministic one, so every run sees the same do
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sparselm.data.local_text import iter_local, looks_like_path
+from sparselm.data.local_text import iter_local, jsonl_records, looks_like_path
 from sparselm.errors import DataError
 
 SOURCES = ("pg_books", "nltk_english_text", "tiny_shakespeare", "wikitext-2")
@@ -66,17 +65,7 @@ def _require(path: Path) -> Path:
 
 
 def _iter_jsonl_records(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f"{path}:{lineno}: expected an object with a string 'text' field")
-            yield record
+    return jsonl_records(path, "text")
 
 
 def nltk_split_of(doc_id: str) -> str:

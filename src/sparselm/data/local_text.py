@@ -99,6 +99,12 @@ def _txt(file: Path) -> Iterator[str]:
 
 
 def _jsonl_texts(file: Path, field: str) -> Iterator[str]:
+    return (record[field] for record in jsonl_records(file, field, key="data.text_field"))
+
+
+def jsonl_records(file: Path, field: str, key: str = "") -> Iterator[dict]:
+    """The objects of a JSONL file, each checked to hold a string ``field``; ``key`` names the
+    config key that chose the field, for the error."""
     with file.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -109,10 +115,10 @@ def _jsonl_texts(file: Path, field: str) -> Iterator[str]:
                 raise DataError(f"{file}:{lineno}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise DataError(
-                    f"{file}:{lineno}: expected an object with a string {field!r} field "
-                    "(data.text_field)"
+                    f"{file}:{lineno}: expected an object with a string {field!r} field"
+                    + (f" ({key})" if key else "")
                 )
-            yield record[field]
+            yield record
 
 
 def iter_local(source: str, split: str, text_field: str = "text") -> Iterator[str]:
