@@ -11,10 +11,15 @@ the tokens the job processes (fine-tuning batches counted at full ``train.seq_le
 distillation teacher's forward adds a third). Masks do not make a step faster on a GPU, so
 sparse runs cost what dense ones do; RaPTr, stacking and layer drop are charged as dense too
 (an upper bound). Time = FLOPs / (peak x MFU) plus fixed costs per job, all printed in the
-header; evaluation jobs are charged a fixed time each. Jobs of a stage share the GPU as the
-local profile lets them (``gpu_share`` in ``pipelines/config/default.yaml``: a job holding 25 %
-runs beside three others): their fixed costs overlap, their compute does not, so a stage takes
-the longer of its summed compute and its jobs packed onto that many slots. Stages follow one
+header; evaluation jobs are charged a fixed time each, plus, for NLG generation, the rows
+decoded (test inputs, capped by the job's ``limit``, times its beams) at an assumed
+``--nlg-rows-per-s`` (measure it with ``benchmarks/eval_speed.py --cuda-row``). Batched decoding
+of a small model is bound by kernel launches and Python, not by the GPU's arithmetic, so it is
+charged as wall time that overlaps with the jobs beside it, like fixed costs. Jobs of a stage
+share the GPU as the local profile lets them (``gpu_share`` in
+``pipelines/config/default.yaml``: a job holding 25 % runs beside three others): their fixed
+costs overlap, their compute does not, so a stage takes the longer of its summed compute and
+its jobs packed onto that many slots. Stages follow one
 another. It is a plan to check against a measured run (``gpu_throughput.py`` gives the MFU),
 not a measurement.
 """
@@ -55,6 +60,7 @@ class Assumptions:
     job_start_s: float  # process start, imports, data and checkpoint loading
     compile_s: float  # torch.compile of the blocks, when train.compile is on
     eval_job_s: float  # one lm-eval job (scoring or generation), whole
+    nlg_rows_per_s: float = 200.0  # generated beam rows per second in one NLG eval job
 
 
 @dataclass
@@ -128,14 +134,18 @@ def train_examples(cfg: DictConfig) -> int:
 class Planner:
     """Costs the jobs in DAG order; remembers each run's model for the jobs that start from it."""
 
-    def __init__(self, a: Assumptions) -> None:
-        self.a = a
+    def __init__(self, a: Assumptions, data_dir: Path | None = None) -> None:
+        self.a, self.data_dir = a, data_dir
         self.models: dict[str, DictConfig] = {}  # run dir -> composed model config
         self.examples: dict[tuple[Any, ...], int] = {}
 
     def cost(self, stage: str, overrides: list[str]) -> JobCost:
         if stage not in TRAINING:
-            seconds = self.a.eval_job_s if stage == "evaluate" else self.a.job_start_s
+            seconds = (
+                self.a.eval_job_s + self.nlg_seconds(overrides)
+                if stage == "evaluate"
+                else self.a.job_start_s
+            )
             return JobCost(stage, seconds=seconds)
         cfg, run_dir = compose_config(stage, overrides)
         origin = value(overrides, "pretrained") or value(overrides, "teacher")
@@ -161,9 +171,38 @@ class Planner:
             seconds += self.a.compile_s
         return JobCost(stage, tokens, flops, seconds, compute_s)
 
+    def nlg_seconds(self, overrides: list[str]) -> float:
+        """Decoding time of an evaluation job's NLG tasks (0 for scoring-only jobs)."""
+        tasks = (value(overrides, "tasks") or "").strip("[]").split(",")
+        limit = value(overrides, "limit")
+        beams = int(value(overrides, "generation.num_beams") or 1)
+        inputs = sum(
+            min(
+                nlg_test_size(t, self.data_dir),
+                int(limit) if limit not in (None, "null") else 10**9,
+            )
+            for t in tasks
+            if t in NLG_LOADERS
+        )
+        return inputs * beams / self.a.nlg_rows_per_s
+
+
+NLG_LOADERS = {
+    "sparselm_e2e_nlg": "load_e2e_nlg",
+    "sparselm_webnlg": "load_webnlg",
+    "sparselm_dart": "load_dart",
+}
+
+
+@functools.cache
+def nlg_test_size(task: str, data_dir: Path | None) -> int:
+    from sparselm.evaluation.tasks import utils
+
+    return len(getattr(utils, NLG_LOADERS[task])(str(data_dir) if data_dir else None)["test"])
+
 
 def study_table(study: str, scale: str, data_dir: Path, a: Assumptions) -> tuple[list[str], float]:
-    planner = Planner(a)
+    planner = Planner(a, data_dir)
     by_stage: dict[str, list[JobCost]] = defaultdict(list)
     for stage, overrides in dag_commands(study, scale, data_dir):
         by_stage[stage].append(planner.cost(stage, overrides))
@@ -197,7 +236,9 @@ def report(studies: list[str], scale: str, data_dir: Path, a: Assumptions) -> st
         f"Assumptions: {a.peak_flops / 1e12:.0f} TFLOP/s bf16 peak at {a.mfu:.0%} MFU "
         f"({a.peak_flops * a.mfu / 1e12:.0f} TFLOP/s achieved); {a.job_start_s:.0f} s to start "
         f"each job, {a.compile_s:.0f} s more where train.compile is on; {a.eval_job_s:.0f} s "
-        "per evaluation job. One GPU, shared as the local profile lets jobs share it.",
+        f"per evaluation job plus NLG decoding at {a.nlg_rows_per_s:.0f} beam rows/s per job "
+        "(an assumption until `eval_speed.py --cuda-row` measures it). One GPU, shared as the "
+        "local profile lets jobs share it.",
         "",
     ]
     totals = []
@@ -219,12 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-start-s", type=float, default=30.0)
     p.add_argument("--compile-s", type=float, default=60.0)
     p.add_argument("--eval-job-s", type=float, default=60.0)
+    p.add_argument(
+        "--nlg-rows-per-s",
+        type=float,
+        default=200.0,
+        help="beam rows an NLG eval job decodes per second (examples/s x beams)",
+    )
     p.add_argument("--out", type=Path, help="also write the Markdown to this file")
     args = p.parse_args(argv)
     if not 0 < args.mfu <= 1 or args.peak_tflops <= 0:
         p.error("--mfu must be in (0, 1] and --peak-tflops > 0")
     a = Assumptions(
-        args.peak_tflops * 1e12, args.mfu, args.job_start_s, args.compile_s, args.eval_job_s
+        args.peak_tflops * 1e12,
+        args.mfu,
+        args.job_start_s,
+        args.compile_s,
+        args.eval_job_s,
+        args.nlg_rows_per_s,
     )
     text = report(args.studies, args.scale, args.data_dir.resolve(), a)
     print(text, end="")
