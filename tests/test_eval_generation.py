@@ -112,3 +112,18 @@ def test_a_prompt_that_fills_the_window_is_counted(tmp_path):
     assert len(lm.tok_encode(prompt)) > 31
     lm.generate_until(requests([prompt, "name :"], {"max_gen_toks": 4}))
     assert lm.truncated == {"sparselm_e2e_nlg": 1}
+
+
+def test_a_hugging_face_model_folder_is_scored_and_decoded_the_same(tmp_path, record, fixture_lm):
+    from sparselm.hf_export import export_checkpoint
+
+    folder = export_checkpoint(FIXTURE / "checkpoint", tmp_path / "hf")
+    hf_lm = SparselmLM(pretrained=folder, device="cpu", batch_size=8)
+    assert hf_lm.eot_token_id == fixture_lm.eot_token_id and hf_lm.max_length == 256
+    prompts = record["prompts"][:8]
+    got = hf_lm.generate_until(requests(prompts, fixture_kwargs(record, "beam4")))
+    assert got == record["outputs"]["beam4"][:8]
+    pairs = [Instance("loglikelihood", {}, (p, " The"), 0, ("t", 0, 1)) for p in prompts]
+    ours, theirs = fixture_lm.loglikelihood(pairs), hf_lm.loglikelihood(pairs)
+    for (a, _), (b, _) in zip(ours, theirs, strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
