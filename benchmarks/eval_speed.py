@@ -4,6 +4,7 @@
         [--threads 1] [--batch-size 8] [--beams 1 4 10] [--old-beams 1 4 10]
         [--device cpu|cuda] [--out benchmarks/results/eval_speed_cpu.md]
     python benchmarks/eval_speed.py --cuda-row [--batch-size 32]   # GPT-2 Small, beam 10
+    python benchmarks/eval_speed.py --checkpoint <run> --loglikelihood  # scoring, batch 1 vs N
 
 Both paths decode the same E2E test inputs with the task's settings (until "\\n", at most 64
 new tokens, length penalty 0.9, no repeated 4-grams) and a given beam count; the table gives
@@ -37,7 +38,7 @@ OLD_COMMIT = "6e14046"  # last commit with the hand-written decoder
 OLD_PATH = "src/sparselm/evaluation/generation.py"
 E2E_KWARGS = {"until": ["\n"], "max_gen_toks": 64, "length_penalty": 0.9, "no_repeat_ngram_size": 4}
 # test inputs per task (the sparselm_* NLG test splits)
-FULL_TEST = {"sparselm_e2e_nlg": 630, "sparselm_webnlg": 1862, "sparselm_dart": 5097}
+FULL_TEST = {"sparselm_e2e_nlg": 630, "sparselm_webnlg": 1862, "sparselm_dart": 4159}
 
 
 def old_decoder(commit: str = OLD_COMMIT) -> types.ModuleType:
@@ -141,6 +142,27 @@ def compare(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def loglikelihood_rows(args: argparse.Namespace) -> list[str]:
+    """Log-likelihood requests (E2E prompt -> first reference) at batch 1 and ``--batch-size``."""
+    from lm_eval.api.instance import Instance
+
+    from sparselm.evaluation.lm import SparselmLM
+
+    prompts, refs = e2e_inputs(args.limit)
+    reqs = [
+        Instance("loglikelihood", doc={}, arguments=(p, " " + r[0]), idx=0, metadata=("e2e", i, 1))
+        for i, (p, r) in enumerate(zip(prompts, refs, strict=True))
+    ]
+    rows = ["| batch | requests/s |", "|---:|---:|"]
+    for batch in (1, args.batch_size):
+        lm = SparselmLM(args.checkpoint, device=args.device, batch_size=batch)
+        lm.loglikelihood(reqs[:8], disable_tqdm=True)  # warm-up
+        _, seconds = timed(lambda lm=lm: lm.loglikelihood(reqs, disable_tqdm=True))
+        rows.append(f"| {batch} | {len(reqs) / seconds:.1f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def cuda_row(args: argparse.Namespace) -> list[str]:
     """GPT-2 Small (random weights), beam 10: examples/s and implied full test-set times."""
     from sparselm.evaluation.generation import GenSettings, generate_batch
@@ -194,6 +216,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--old-commit", default=OLD_COMMIT)
     parser.add_argument("--cuda-row", action="store_true")
+    parser.add_argument("--loglikelihood", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -201,6 +224,8 @@ def main() -> int:
         body = cuda_row(args)
     elif args.checkpoint is None:
         parser.error("--checkpoint is required (or --cuda-row)")
+    elif args.loglikelihood:
+        body = loglikelihood_rows(args)
     else:
         body = compare(args)
     header = [
