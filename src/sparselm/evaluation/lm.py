@@ -147,7 +147,8 @@ class SparselmLM(TemplateLM):
 
         if not (folder / "tokenizer.json").is_file():
             raise ConfigError(f"pretrained={folder}: has no tokenizer.json (a fast tokenizer)")
-        self.model = HFCausalLM.from_pretrained(str(folder)).to(self._device).eval()
+        self.model = HFCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        self.model.to(self._device).eval()
         self.tok, self.ckpt_dir = load_tokenizer(folder / "tokenizer.json"), folder
         cfg = self.model.hf.config
         eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
