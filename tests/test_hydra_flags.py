@@ -63,7 +63,7 @@ def test_missing_mandatory_value_is_one_line():
     "override, key",
     [
         ("+sparsity.levle=0.5", "sparsity.levle"),
-        ("++model.nlayer=5", "model.nlayer"),
+        ("+model.nlayer=5", "model.nlayer"),
         ("+newkey=1", "newkey"),
     ],
 )
@@ -75,6 +75,14 @@ def test_added_unknown_keys_are_refused(override, key):
 def test_added_known_key_and_added_group_still_work():
     cfg, _ = compose_config("pretrain", ["scale=smoke", "++sparsity.level=0.0"])
     assert cfg.sparsity.level == 0.0
+
+
+def test_force_add_may_set_a_key_only_some_group_options_have():
+    """A study passes ++prune.calibration_samples to every pruner; only SparseGPT reads it."""
+    cfg, _ = compose_config(
+        "sparse_finetune", ["prune=magnitude", "++prune.calibration_samples=16"]
+    )
+    assert cfg.prune.calibration_samples == 16
 
 
 def test_sweep_expands_the_cartesian_product():

@@ -290,8 +290,8 @@ class _Loop:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean loss on the fixed val batches of the model as it stands: the full model with
-        dense attention, unless a hook says the model is not whole yet (``eval_kwargs``, e.g.
-        stacking runs only the blocks grown so far; raptr.md §2.3).
+        dense attention, unless a hook says the model is not whole yet (``eval_kwargs``: a
+        method that grows the model validates only what it has grown).
 
         Replicas split the batches between ranks; a sharded model needs every rank in every
         forward, so each rank then runs them all.

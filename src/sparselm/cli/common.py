@@ -62,8 +62,10 @@ def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, P
 
 
 def _refuse_unknown_added_keys(config_name: str, argv: Sequence[str]) -> None:
-    """``+key=value`` / ``++key=value`` may only set keys the config has (a typo would else be
-    carried along silently: ``+sparsity.levle=0.5`` trained a dense run)."""
+    """``+key=value`` may only set keys the config has (a typo would else be carried along
+    silently: ``+sparsity.levle=0.5`` trained a dense run). ``++key=value`` is Hydra's "add or
+    override", for a key some choices of a group lack (``++prune.calibration_samples=16``
+    applies to every pruner of a study): it stays allowed."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(argv))
     except HydraException as e:
@@ -71,7 +73,7 @@ def _refuse_unknown_added_keys(config_name: str, argv: Sequence[str]) -> None:
     added = [
         o
         for o in parsed
-        if (o.is_add() or o.is_force_add())
+        if o.is_add()
         and not o.key_or_group.startswith("hydra.")
         and not (conf_dir() / o.key_or_group).is_dir()  # +group=option adds a config group
     ]
