@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -42,18 +41,13 @@ def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, P
     Returns the resolved job config (without the ``hydra`` node) and ``hydra.run.dir``.
     """
     _refuse_unknown_added_keys(config_name, argv)
+    cfg = compose_unresolved(conf_dir(), config_name, argv)
+    run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
+    with open_dict(cfg):
+        del cfg["hydra"]
     try:
-        with initialize_config_dir(
-            config_dir=str(conf_dir()), version_base="1.3", job_name=config_name
-        ):
-            cfg = compose(config_name, overrides=list(argv), return_hydra_config=True)
-        run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir"))
-        with open_dict(cfg):
-            del cfg["hydra"]
         OmegaConf.resolve(cfg)
-    except MissingConfigException as e:
-        raise ConfigError(_missing_message(e)) from None
-    except (HydraException, OmegaConfBaseException) as e:
+    except OmegaConfBaseException as e:
         raise ConfigError(" ".join(str(e).split())) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -95,15 +89,6 @@ def _refuse_unknown_added_keys(config_name: str, argv: Sequence[str]) -> None:
 
 
 _ABSENT = object()
-
-
-def _missing_message(e: MissingConfigException) -> str:
-    missing = getattr(e, "missing_cfg_file", "") or ""
-    options = getattr(e, "options", None)
-    if "/" in missing and options:
-        group, name = missing.rsplit("/", 1)
-        return f"{group}={name} is unknown; allowed: {', '.join(sorted(options))}"
-    return " ".join(str(e).split())
 
 
 def run_cli(

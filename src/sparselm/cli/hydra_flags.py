@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -75,8 +75,19 @@ def compose_unresolved(conf_dir: Path, config_name: str, overrides: Sequence[str
             config_dir=str(conf_dir), version_base="1.3", job_name=config_name
         ):
             return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_message(e)) from None
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(" ".join(str(e).split())) from None
+
+
+def _missing_message(e: MissingConfigException) -> str:
+    missing = getattr(e, "missing_cfg_file", "") or ""
+    options = getattr(e, "options", None)
+    if "/" in missing and options:
+        group, name = missing.rsplit("/", 1)
+        return f"{group}={name} is unknown; allowed: {', '.join(sorted(options))}"
+    return " ".join(str(e).split())
 
 
 def group_options(conf_dir: Path, cfg: DictConfig) -> dict[str, list[str]]:
