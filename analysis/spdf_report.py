@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.generations import generations_section
 from analysis.provenance import with_stamp
 from analysis.spdf_claims import Claim, Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
@@ -226,7 +227,8 @@ def report_main(
 def tables_and_figures(
     inputs: Any, tables: dict[str, str], figures: dict[str, str], out: Path
 ) -> list[str]:
-    """A section per table (its CSV linked, its Markdown inlined), then every figure.
+    """A section per table (its CSV linked, its Markdown inlined), every figure, then the
+    saved generations of the study's NLG evaluations.
 
     ``inputs`` carries ``tables_dir``, ``markdown`` (stem -> text) and ``figures`` (stem -> PNG).
     """
@@ -238,7 +240,7 @@ def tables_and_figures(
     lines += ["## Figures", ""]
     for stem, title in figures.items():
         lines += [f"### {title}", "", f"![{title}]({_link(inputs.figures[stem], out)})", ""]
-    return lines
+    return lines + generations_section(inputs.tables_dir.parent, out)
 
 
 def publish(inputs: Any, out: Path, render_fn: Callable[[Any, Path], str]) -> None:

@@ -146,6 +146,11 @@ def built(tmp_path_factory) -> Path:
     """A results tree with tables, figures and reports/spdf.md, made through the CLIs."""
     root = tmp_path_factory.mktemp("study")
     results = make_results(root / "results" / "spdf")
+    # one evaluation saved its generations (as sparselm.cli.evaluate does)
+    saved = results / "eval_nlg" / "e2e" / "s0.0_f1.0_seed1" / "generations"
+    saved.mkdir()
+    records = [{"input": f"x{i}", "output": "y", "references": ["y"]} for i in range(3)]
+    (saved / "sparselm_e2e_nlg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert collect_mod.main(["--results", str(results)]) == 0
     assert spdf_tables.main(["--results", str(results)]) == 0
     assert spdf_figures.main(["--results", str(results)]) == 0
@@ -251,6 +256,17 @@ def test_report_has_verdicts_and_tables(built: Path) -> None:
     assert "](spdf_figures/spdf_fig_drop_heatmap.png)" in text  # copied beside the report
     assert (results.parents[1] / "reports" / "spdf_figures" / "spdf_fig_drop_heatmap.png").is_file()
     assert "84 metrics.json files" in text and "Seeds: 1, 2" in text and "`tiny`" in text
+
+
+def test_report_links_saved_generations(built: Path) -> None:
+    report = built.parents[1] / "reports" / "spdf.md"
+    section = report.read_text().split("## Saved generations")[1]
+    row = "| eval_nlg | e2e | s0.0_f1.0_seed1 | 3 | [sparselm_e2e_nlg.jsonl]("
+    assert row in section
+    link = section.split(row)[1].split(")")[0]
+    assert (report.parent / link).resolve() == (
+        built / "eval_nlg/e2e/s0.0_f1.0_seed1/generations/sparselm_e2e_nlg.jsonl"
+    ).resolve()
 
 
 def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
