@@ -7,7 +7,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from sparselm.data.download import DATASETS, sentinel
+from sparselm.data.download import DATASETS
 
 CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file belongs to
 
@@ -122,15 +122,9 @@ def limit_override(limit) -> str:
 NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
 
 
-def data_dir_param(dataset: str):
-    """The data directory, read back from a download rule's output path."""
-    depth = len(Path(sentinel(dataset)).parts)
-    return lambda wildcards, output: str(Path(output[0]).parents[depth - 1])
-
-
-def dataset_files(*names: str) -> list[str]:
-    """A representative file per dataset: present files mean no download is attempted."""
-    return [f"{DATA}/{sentinel(n)}" for n in names]
+def dataset_ready(name: str) -> str:
+    """The marker a download job leaves once every file of ``name`` is under the data dir."""
+    return f"{RESULTS}/data/{name}.ready"
 
 
 def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
@@ -216,7 +210,7 @@ def _mst_words(variant: str) -> list[str]:
 def mst_solved_knob(variant: str) -> tuple[str, float]:
     """(knob, value) the variant's job will solve for its FLOP budget: the same config
     composition and the same solver as the job (sparselm.methods.mst.solve)."""
-    from sparselm.cli.builders import mst_config
+    from sparselm.cli.mst_config import mst_config
     from sparselm.cli.common import compose_config
     from sparselm.flops import shape_from_model_config
     from sparselm.methods.mst import solve

@@ -1,28 +1,34 @@
 # Data: fetch missing raw files (pinned + checksummed), train the tokenizer, tokenize the corpus.
 
 
-for _name in DATASETS:  # one rule per dataset, each producing its representative file
+for _name in DATASETS:  # one rule per dataset
 
     rule:
-        """Runs only when the dataset's files are absent from the data directory."""
+        """Fetches what is missing of the dataset; present files are left as they are.
+
+        Its output is a marker under results/, never the raw files: Snakemake deletes a job's
+        outputs before rerunning it, so a forced rerun (--forceall, --forcerun) must not be able
+        to delete a user's dataset.
+        """
         name:
             f"download_{_name}"
         output:
-            f"{DATA}/{sentinel(_name)}",
+            dataset_ready(_name),
         log:
             f"{RESULTS}/logs/download/{_name}.log",
         params:
             dataset=_name,
-            data_dir=data_dir_param(_name),
+            data_dir=DATA,
         conda:
             "../environment.yml"
         shell:
-            "python -m sparselm.data.download {params.dataset} --data-dir {params.data_dir} > {log} 2>&1"
+            "python -m sparselm.data.download {params.dataset} --data-dir {params.data_dir} "
+            "> {log} 2>&1 && touch {output}"
 
 
 rule train_tokenizer:
     input:
-        ancient(dataset_files(*PRETRAIN_DATASETS)),
+        ancient([dataset_ready(n) for n in PRETRAIN_DATASETS]),
     output:
         f"{RESULTS}/{{study}}/prepare/tokenizer.json",
     log:

@@ -119,3 +119,26 @@ def test_bad_study_config_fails_before_any_job(data_dir, tmp_path):
     assert not (tmp_path / "results").exists()
     proc = snakemake("reproduce_spdf", "-n", "--config", "scale=huge", data_dir=data_dir)
     assert proc.returncode != 0 and "key scale" in proc.stdout + proc.stderr
+
+
+def test_forced_rerun_never_deletes_raw_data(data_dir, tmp_path):
+    """Snakemake deletes a job's outputs before rerunning it: the download jobs own only a
+    marker under results/, so --forceall leaves the dataset itself in place."""
+    local = tmp_path / "data"
+    (local / "tiny_shakespeare").mkdir(parents=True)
+    original = (data_dir / "tiny_shakespeare" / "input.txt").read_bytes()
+    (local / "tiny_shakespeare" / "input.txt").write_bytes(original)
+    marker = tmp_path / "results" / "data" / "tiny_shakespeare.ready"
+    for forced in ((), ("--forceall",)):
+        proc = snakemake(
+            str(marker),
+            *forced,
+            "--config",
+            "scale=smoke",
+            f"data_dir={local}",
+            f"results_dir={tmp_path}/results",
+            data_dir=local,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert marker.is_file()
+        assert (local / "tiny_shakespeare" / "input.txt").read_bytes() == original
