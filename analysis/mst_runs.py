@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from analysis.collect import parse_variant_dir, read_jsonl
-from sparselm.cli.builders import mst_config
+from sparselm.cli.mst_config import mst_config
 from sparselm.flops import DEFAULT_CONVENTION, shape_from_model_config
 from sparselm.methods.mst import MSTPlan
 

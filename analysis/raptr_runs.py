@@ -16,8 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from analysis.collect import parse_variant_dir
-from sparselm.cli.builders import METHODS
-from sparselm.cli.common import typed
+from sparselm.cli.method_registry import METHODS
 from sparselm.methods.layer_drop import keep_probs
 from sparselm.schedules import stage_starts
 
@@ -84,16 +83,16 @@ def load_specs(results_dir: Path) -> dict[str, RunSpec]:
 
 def _hook(spec: RunSpec):
     """The method's hook, built exactly as the pre-training job built it."""
-    config_cls, hook_cls = METHODS[spec.method_name]
-    fields = {k: v for k, v in spec.method.items() if k != "name"}
-    cfg = typed(config_cls, OmegaConf.create(fields), "method")
-    return cfg, hook_cls(cfg, spec.n_layer, spec.steps)
+    entry = METHODS[spec.method_name]
+    cfg = entry.parse(OmegaConf.create(spec.method))
+    return cfg, entry.from_depth(cfg, spec.n_layer, spec.steps)
 
 
 def expected_path_len(spec: RunSpec) -> np.ndarray:
     """Expected executed blocks at every step 0..steps-1 (fixed layers included)."""
     name, steps = spec.method_name, range(spec.steps)
-    if METHODS.get(name) is None:
+    entry = METHODS.get(name)
+    if entry is None or entry.from_depth is None:
         return np.full(spec.steps, float(spec.n_layer))
     cfg, hook = _hook(spec)
     if name == "raptr":

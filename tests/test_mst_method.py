@@ -11,8 +11,10 @@ import torch
 from helpers import RandomTokens, toy_model
 from omegaconf import OmegaConf
 
-from sparselm.cli.builders import flop_summary, flops_function, method_hooks, mst_config
+from sparselm.cli.builders import flop_summary, flops_function
 from sparselm.cli.common import compose_config
+from sparselm.cli.method_registry import method_hooks
+from sparselm.cli.mst_config import mst_config
 from sparselm.errors import ConfigError
 from sparselm.flops import ModelShape
 from sparselm.methods.hsa import HSAConfig, HSAHook

@@ -15,7 +15,7 @@ import torch
 from helpers import RandomTokens, toy_model
 from omegaconf import OmegaConf
 
-from sparselm.cli.builders import method_hooks
+from sparselm.cli.method_registry import method_hooks
 from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
 from sparselm.methods.raptr import (
