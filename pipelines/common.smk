@@ -7,8 +7,6 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from sparselm.data.download import DATASETS
-
 CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file belongs to
 
 
@@ -52,7 +50,7 @@ for _variant, _source in MST["pinned"].items():
                              f"{_name!r} is not a variant of the grid")
 for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), ("mst", MST)):
     # an unknown eval task fails here, when the DAG is built, not in the eval job
-    from sparselm.cli.checks import check_eval_tasks
+    from sparselm.evaluation.task_names import check_eval_tasks
     from sparselm.errors import ConfigError
     try:
         check_eval_tasks(_grid.get("zeroshot_tasks", []), f"{_study}.grids.{SCALE}.zeroshot_tasks")
@@ -62,17 +60,6 @@ for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), 
 TRAIN_GPU_SHARE = _at_scale("gpu_share", "training")
 SCORE_GPU_SHARE = _at_scale("gpu_share", "scoring")
 
-
-def _pretrain_datasets(scale: str) -> list[str]:
-    """The registered dataset this scale pretrains on, which a download rule provides (none for
-    a Hugging Face dataset id or the user's own local text)."""
-    from sparselm.cli.common import compose_config
-
-    cfg, _ = compose_config("pretrain", [f"scale={scale}"])
-    return [cfg.data.source] if cfg.data.source in DATASETS else []
-
-
-PRETRAIN_DATASETS = _pretrain_datasets(SCALE)
 
 # wildcard values are formatted floats ("0.75", "1.0") and integers
 wildcard_constraints:
@@ -120,11 +107,6 @@ def limit_override(limit) -> str:
 
 
 NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
-
-
-def dataset_ready(name: str) -> str:
-    """The marker a download job leaves once every file of ``name`` is under the data dir."""
-    return f"{RESULTS}/data/{name}.ready"
 
 
 def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
@@ -206,31 +188,18 @@ def _mst_words(variant: str) -> list[str]:
     return words + own
 
 
-@functools.lru_cache(maxsize=None)
-def mst_solved_knob(variant: str) -> tuple[str, float]:
-    """(knob, value) the variant's job will solve for its FLOP budget: the same config
-    composition and the same solver as the job (sparselm.methods.mst.solve)."""
-    from sparselm.cli.mst_config import mst_config
-    from sparselm.cli.common import compose_config
-    from sparselm.flops import shape_from_model_config
-    from sparselm.methods.mst import solve
-
-    cfg, _ = compose_config("pretrain", [f"scale={SCALE}", *_mst_words(variant)])
-    shape = shape_from_model_config(cfg.model, seq_len=int(cfg.train.seq_len))
-    solved, _ = solve(mst_config(cfg.method), shape, int(cfg.train.steps), cfg.flops.convention)
-    return solved.knob, solved.knob_value()
-
-
 def mst_variant_overrides(variant: str) -> str:
-    """Hydra overrides of one MST-grid variant, shell-quoted; a pinned variant runs the knob
-    its source variant solves, with its own budget switched off."""
-    from sparselm.methods.mst import KNOB_KEYS
+    """Hydra overrides of one MST-grid variant, shell-quoted (a pinned variant adds its source
+    run's solved knob at job time: mst_pin_source, sparselm.cli.pin_knob)."""
+    return " ".join(shlex.quote(w) for w in _mst_words(variant))
 
-    words = _mst_words(variant)
-    if variant in MST["pinned"]:
-        knob, value = mst_solved_knob(MST["pinned"][variant])
-        words += ["method.target_reduction=null", f"method.{KNOB_KEYS[knob]}={value!r}"]
-    return " ".join(shlex.quote(w) for w in words)
+
+def mst_pin_source(wildcards) -> list[str]:
+    """A pinned variant's input: the same seed's run of the variant whose solved knob it keeps."""
+    source = MST["pinned"].get(wildcards.variant)
+    if source is None:
+        return []
+    return [f"{RESULTS}/mst/pretrain/{source}_seed{wildcards.seed}/metrics.json"]
 
 
 def mst_runs() -> dict[str, list[str]]:

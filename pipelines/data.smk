@@ -1,34 +1,9 @@
-# Data: fetch missing raw files (pinned + checksummed), train the tokenizer, tokenize the corpus.
-
-
-for _name in DATASETS:  # one rule per dataset
-
-    rule:
-        """Fetches what is missing of the dataset; present files are left as they are.
-
-        Its output is a marker under results/, never the raw files: Snakemake deletes a job's
-        outputs before rerunning it, so a forced rerun (--forceall, --forcerun) must not be able
-        to delete a user's dataset.
-        """
-        name:
-            f"download_{_name}"
-        output:
-            dataset_ready(_name),
-        log:
-            f"{RESULTS}/logs/download/{_name}.log",
-        params:
-            dataset=_name,
-            data_dir=DATA,
-        conda:
-            "../environment.yml"
-        shell:
-            "python -m sparselm.data.download {params.dataset} --data-dir {params.data_dir} "
-            "> {log} 2>&1 && touch {output}"
+# Data: train the tokenizer (fetching missing raw files, pinned + checksummed), tokenize the corpus.
 
 
 rule train_tokenizer:
-    input:
-        ancient([dataset_ready(n) for n in PRETRAIN_DATASETS]),
+    """Fetches what is missing of a registered pretraining dataset first (the data directory is
+    never a rule's output: Snakemake deletes outputs before a forced rerun)."""
     output:
         f"{RESULTS}/{{study}}/prepare/tokenizer.json",
     log:

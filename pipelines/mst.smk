@@ -11,6 +11,7 @@ rule pretrain_mst:
     input:
         tokenizer=f"{RESULTS}/mst/prepare/tokenizer.json",
         shards=f"{RESULTS}/mst/prepare/shards/manifest.json",
+        pin_source=mst_pin_source,
     output:
         f"{RESULTS}/mst/pretrain/{{variant}}_seed{{seed}}/metrics.json",
     log:
@@ -26,12 +27,15 @@ rule pretrain_mst:
             f"seed={wc.seed} tokenizer.path={input.tokenizer}",
             f"data.shards_dir={Path(input.shards).parent}",
         ]),
+        # a pinned variant appends the knob its source run solved (read when the job starts)
+        pin_dirs=lambda wc, input: " ".join(str(Path(p).parent) for p in input.pin_source),
     resources:
         gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
-        "{params.launcher} -m sparselm.cli.pretrain {params.overrides} > {log} 2>&1"
+        "pin=''; for run in {params.pin_dirs}; do pin=$(python -m sparselm.cli.pin_knob $run); done; "
+        "{params.launcher} -m sparselm.cli.pretrain {params.overrides} $pin > {log} 2>&1"
 
 
 rule eval_zeroshot_mst:

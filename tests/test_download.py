@@ -182,3 +182,31 @@ def test_cli_verify_reports_missing(tmp_path, capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out.startswith("missing ")
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: 1 file(s)")
+
+
+def test_preparing_a_corpus_fetches_its_missing_files_first(data_dir, tmp_path, monkeypatch):
+    """The tokenizer job (no Snakemake rule owns the data directory) fetches a registered
+    dataset's missing files before reading them, and leaves present files alone."""
+    from sparselm.cli import prepare
+    from sparselm.cli.common import compose_config
+
+    fetch = LocalFetcher(data_dir)
+    monkeypatch.setattr(
+        prepare, "ensure_dataset", lambda name, root: ensure_dataset(name, root, fetch)
+    )
+    cfg, _ = compose_config(
+        "prepare",
+        [
+            "scale=smoke",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.prepared_dir={tmp_path / 'prep'}",
+            "tokenizer.vocab_size=300",
+            "tokenizer.max_train_chars=20000",
+        ],
+    )
+    assert cfg.data.source == "tiny_shakespeare"
+    prepare.ensure_tokenizer(cfg)
+    assert fetch.calls == [download.files("tiny_shakespeare")["tiny_shakespeare/input.txt"]["url"]]
+    assert missing_files("tiny_shakespeare", tmp_path / "data") == []
+    prepare.ensure_shards(cfg, prepare.ensure_tokenizer(cfg)[0])  # present now: no second fetch
+    assert len(fetch.calls) == 1

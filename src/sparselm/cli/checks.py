@@ -4,8 +4,6 @@ builds or writes anything: a bad value is one line naming the key, never a trace
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -80,30 +78,3 @@ def _check_seq_len(cfg: DictConfig) -> None:
 
 def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=_UNSET)
-
-
-EVAL_TASKS_DIR = Path(__file__).resolve().parents[1] / "evaluation" / "tasks"
-
-
-def our_eval_tasks() -> set[str]:
-    """The task and group names our lm-eval YAMLs define (read as text: they hold tags that
-    a plain YAML loader refuses, and lm-eval takes seconds to import)."""
-    names = set()
-    for file in EVAL_TASKS_DIR.glob("*yaml"):
-        names |= set(re.findall(r"(?m)^(?:task|group): *([\w.-]+) *$", file.read_text()))
-    return names
-
-
-def check_eval_tasks(names: Sequence[str], key: str) -> None:
-    """Every name is one of our tasks or groups, or one lm-eval knows; only a name that is
-    not ours pays for indexing lm-eval's built-in tasks."""
-    ours = our_eval_tasks()
-    unknown = [n for n in names if n not in ours]
-    if not unknown:
-        return
-    from sparselm.evaluation.run import task_manager  # imports lm-eval: only when needed
-
-    try:
-        task_manager(unknown, Path("."))
-    except ConfigError as e:  # names the first unknown task and lists ours
-        raise ConfigError(f"{key}: {str(e).removeprefix('tasks: ')}") from None

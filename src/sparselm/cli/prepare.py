@@ -1,7 +1,8 @@
 """Train (or load) the tokenizer and tokenize the pretraining corpus into shards.
 
 ``python -m sparselm.cli.prepare scale=tiny`` does this ahead of pretraining; the pretraining
-entry point calls the same functions, so a fresh clone can pretrain directly. Outputs land in
+entry point calls the same functions, so a fresh clone can pretrain directly. A registered
+dataset's missing files are fetched first (``sparselm.data.download``). Outputs land in
 ``paths.prepared_dir`` under names derived from their inputs, never from the time.
 """
 
@@ -15,8 +16,9 @@ from tokenizers import Tokenizer
 
 from sparselm.cli.common import compose_config, run_cli, write_json_atomic
 from sparselm.data.corpus import is_local, iter_documents
+from sparselm.data.download import DATASETS, ensure_dataset
 from sparselm.data.local_text import cache_tag
-from sparselm.data.shards import prepare_corpus
+from sparselm.data.shards import MANIFEST, prepare_corpus
 from sparselm.errors import ConfigError
 from sparselm.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
 
@@ -41,6 +43,13 @@ def tokenizer_file(cfg: DictConfig) -> Path:
     return Path(cfg.paths.prepared_dir) / "tokenizers" / tag / "tokenizer.json"
 
 
+def ensure_raw_data(cfg: DictConfig) -> None:
+    """Fetch what is missing of a registered dataset (pinned, checksummed, placed atomically so
+    concurrent jobs are safe); present files are trusted as they are and never rewritten."""
+    if cfg.data.source in DATASETS:
+        ensure_dataset(cfg.data.source, Path(cfg.paths.data_dir))
+
+
 def ensure_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, Path | None]:
     """The run's tokenizer: a named pretrained one, a saved file, or a BPE trained now."""
     kind = cfg.tokenizer.kind
@@ -51,6 +60,7 @@ def ensure_tokenizer(cfg: DictConfig) -> tuple[Tokenizer, Path | None]:
     path = tokenizer_file(cfg)
     if path.is_file():
         return load_tokenizer(path), path
+    ensure_raw_data(cfg)
     docs = iter_documents(
         cfg.data.source, cfg.data.train_split, Path(cfg.paths.data_dir), text_field(cfg)
     )
@@ -84,6 +94,8 @@ def shards_dir(cfg: DictConfig, tok: Tokenizer) -> Path:
 
 def ensure_shards(cfg: DictConfig, tok: Tokenizer) -> Path:
     out = shards_dir(cfg, tok)
+    if not (out / MANIFEST).is_file():
+        ensure_raw_data(cfg)
     splits = (cfg.data.train_split, cfg.data.val_split)
     source = cfg.data.source
     if is_local(source):  # the manifest names the file, however the command spelled it
