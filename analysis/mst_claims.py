@@ -1,7 +1,8 @@
 """MST's claims and acceptance checks (mst.md §6) on our tables, each with verdict and evidence.
 
-Inputs are the tables' CSVs (built from results/ files only). Verdicts compare means over
-seeds against the spec's tolerances; they are not significance tests (the report says so).
+Inputs are the tables' CSVs and the per-run rows of ``tables/runs.csv`` (built from results/
+files only). Verdicts follow ``analysis.verdicts``: a 95 % interval over seeds of a difference
+paired by seed, against the spec's tolerance.
 """
 
 from __future__ import annotations
@@ -11,8 +12,16 @@ import math
 import pandas as pd
 
 from analysis.mst_runs import DENSE, MST
-from analysis.spdf_claims import FAILED, HELD, UNTESTABLE, Claim
-from analysis.spdf_claims import _verdict as all_checks
+from analysis.variant_stats import pretrain_metric, zeroshot_accuracy, zeroshot_scores
+from analysis.verdicts import (
+    UNTESTABLE,
+    Claim,
+    Interval,
+    at_least,
+    at_most,
+    from_checks,
+    paired,
+)
 
 PAPER_REDUCTION = 4.0  # "~75 % fewer training FLOPs" (abstract); acceptance: ledger >= 4.0x
 LOSS_TOLERANCE = 0.02  # nats: final val loss within +0.02 of dense (mst.md §6)
@@ -20,6 +29,16 @@ ZEROSHOT_TOLERANCE = 0.5  # points: zero-shot average within 0.5 of dense (mst.m
 BASELINES = ("static", "rigl", "set")  # constant-sparsity baselines at MST's FLOPs
 EQUAL_FLOP_ABLATIONS = ("mst_nosv", "mst_nomix")
 HSA_ABLATION = "mst_nohsa"
+# accuracy of guessing, per multiple-choice task (lm-eval name without our prefix)
+CHANCE = {
+    "arc_easy": 0.25,
+    "arc_challenge": 0.25,
+    "hellaswag": 0.25,
+    "openbookqa": 0.25,
+    "piqa": 0.5,
+    "boolq": 0.5,
+    "winogrande": 0.5,
+}
 
 
 def _row(main: pd.DataFrame, variant: str) -> pd.Series | None:
@@ -33,8 +52,15 @@ def _loss(row: pd.Series) -> str:
     return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
 
 
+def final_loss(runs: pd.DataFrame, variant: str) -> pd.Series:
+    """A variant's final val loss by seed."""
+    rows = pretrain_metric(runs, "final_val_loss")
+    return rows[rows["variant"] == variant].groupby("seed")["value"].mean()
+
+
 def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:
-    """(a) the ledger's whole-run reduction for MST is at least 4.0×."""
+    """(a) the ledger's whole-run reduction for MST is at least 4.0×. The budget is solved to
+    reach it, so the ledger checks the solver, not the claim: reported as a check."""
     statement = (
         f"MST trains with at least {PAPER_REDUCTION:g}× fewer FLOPs than dense "
         "(whole-run ledger, headline convention)"
@@ -50,30 +76,32 @@ def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:
     )
     if convention != "megatron_full_attn":
         evidence += " This is not the headline convention (megatron_full_attn)."
-    held = reduction >= PAPER_REDUCTION and convention == "megatron_full_attn"
-    return Claim("a", statement, HELD if held else FAILED, evidence)
+    reached = reduction >= PAPER_REDUCTION - 1e-9 and convention == "megatron_full_attn"
+    evidence += (
+        f" Check: the ledger {'reaches' if reached else 'does NOT reach'} "
+        f"{PAPER_REDUCTION:g}×. MST's peak sparsity is solved so that the ledger meets the "
+        "study's budget, so this holds by construction and is not a finding; the FLOPs a "
+        "sparse kernel would really save are not measured on dense CPU kernels."
+    )
+    return Claim("a", statement, UNTESTABLE, evidence)
 
 
-def matched_dense(main: pd.DataFrame) -> tuple[bool | None, str]:
-    """Whether MST's final val loss is within LOSS_TOLERANCE of dense, and the evidence."""
+def matched_dense(main: pd.DataFrame, runs: pd.DataFrame) -> tuple[str | None, str]:
+    """The verdict on MST's final val loss within LOSS_TOLERANCE of dense, and the evidence."""
     mst, dense = _row(main, MST), _row(main, DENSE)
     if mst is None or dense is None or not math.isfinite(mst["val_loss_delta_mean"]):
         return None, "needs a dense and an mst run on the same seeds."
-    delta, ci = float(mst["val_loss_delta_mean"]), float(mst["val_loss_delta_ci95"])
+    delta = paired(final_loss(runs, MST), final_loss(runs, DENSE))
     evidence = (
         f"final val loss (dense attention): MST {_loss(mst)} vs dense {_loss(dense)}; "
-        f"Δ = {delta:+.3f} nats"
+        f"Δ (MST − dense, paired by seed) = {delta.text(3, ' nats')}, at "
+        f"{mst['flops_reduction']:.2f}× fewer training FLOPs. The claim: the interval of "
+        f"Δ ≤ +{LOSS_TOLERANCE:g} nats (mst.md §6)."
     )
-    if math.isfinite(ci):
-        evidence += f" (paired over seeds, 95 % CI ± {ci:.3f})"
-    evidence += (
-        f", at {mst['flops_reduction']:.2f}× fewer training FLOPs. Verdict rule: Δ ≤ "
-        f"+{LOSS_TOLERANCE:g} nats on the means (mst.md §6)."
-    )
-    return delta <= LOSS_TOLERANCE, evidence
+    return at_most(delta, LOSS_TOLERANCE), evidence
 
 
-def claim_quality(main: pd.DataFrame) -> Claim:
+def claim_quality(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(b) MST's final val loss within +0.02 nats of dense at its FLOP reduction."""
     mst = _row(main, MST)
     known = mst is not None and math.isfinite(mst["flops_reduction"])
@@ -81,52 +109,77 @@ def claim_quality(main: pd.DataFrame) -> Claim:
     statement = (
         f"MST matched dense quality (val loss within +{LOSS_TOLERANCE:g} nats) at {at} FLOPs"
     )
-    held, evidence = matched_dense(main)
-    if held is None:
-        return Claim("b", statement, UNTESTABLE, evidence)
-    return Claim("b", statement, HELD if held else FAILED, evidence)
+    verdict, evidence = matched_dense(main, runs)
+    return Claim("b", statement, verdict or UNTESTABLE, evidence)
 
 
-def claim_zeroshot(main: pd.DataFrame) -> Claim:
-    """(c) MST's zero-shot average accuracy within 0.5 points of dense."""
+def above_chance(runs: pd.DataFrame, variant: str) -> list[str]:
+    """The multiple-choice tasks on which ``variant`` does not beat guessing (its 95 % interval
+    over seeds does not lie above the chance accuracy)."""
+    scores = zeroshot_scores(runs)
+    scores = scores[(scores["variant"] == variant) & scores["metric"].isin(("acc", "acc_norm"))]
+    at_chance = []
+    for task, rows in scores.groupby("task"):
+        chance = CHANCE.get(str(task).removeprefix("sparselm_"))
+        score = Interval.of(rows["value"].tolist())
+        if chance is not None and not (score.resolved and score.lo > chance):
+            at_chance.append(f"{task} {score.mean:.3f} (chance {chance:g})")
+    return at_chance
+
+
+def claim_zeroshot(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
+    """(c) MST's zero-shot average accuracy within 0.5 points of dense; not testable when the
+    dense model does not beat guessing on a task (then both sit at chance)."""
     statement = f"MST's zero-shot average is within {ZEROSHOT_TOLERANCE:g} points of dense"
     mst, dense = _row(main, MST), _row(main, DENSE)
     if mst is None or dense is None or not math.isfinite(mst["zeroshot_acc_delta_mean"]):
         return Claim("c", statement, UNTESTABLE, "needs zero-shot scores of dense and mst.")
-    delta = 100.0 * float(mst["zeroshot_acc_delta_mean"])
-    ci = 100.0 * float(mst["zeroshot_acc_delta_ci95"])
-    spread = f" (paired, 95 % CI ± {ci:.2f})" if math.isfinite(ci) else ""
+    acc = zeroshot_accuracy(runs)
+    by_seed = {v: 100.0 * acc[acc["variant"] == v].set_index("seed")["value"] for v in (MST, DENSE)}
+    delta = paired(by_seed[MST], by_seed[DENSE])
     evidence = (
-        f"mean accuracy over {int(mst['zeroshot_tasks'])} zero-shot tasks: MST "
+        f"mean accuracy over {int(mst['zeroshot_tasks'])} accuracy-scored zero-shot tasks: MST "
         f"{100 * mst['zeroshot_acc_mean']:.2f} vs dense {100 * dense['zeroshot_acc_mean']:.2f} "
-        f"points; Δ = {delta:+.2f}{spread}. Verdict rule: Δ ≥ −{ZEROSHOT_TOLERANCE:g} points."
+        f"points; Δ (paired by seed) = {delta.text(2, ' points')}. The claim: the interval of "
+        f"Δ ≥ −{ZEROSHOT_TOLERANCE:g} points."
     )
-    return Claim("c", statement, HELD if delta >= -ZEROSHOT_TOLERANCE else FAILED, evidence)
+    at_chance = above_chance(runs, DENSE)
+    if at_chance:
+        return Claim(
+            "c",
+            statement,
+            UNTESTABLE,
+            f"{evidence} The dense model does not beat guessing on {', '.join(at_chance)}: "
+            "scores at chance cannot show a quality difference.",
+        )
+    return Claim("c", statement, at_least(delta, -ZEROSHOT_TOLERANCE), evidence)
 
 
-def _compare(mst: pd.Series, other: pd.Series, variant: str, slack: float = 0.0):
-    delta = float(mst["val_loss_mean"] - other["val_loss_mean"])
+def _compare(
+    runs: pd.DataFrame, mst: pd.Series, other: pd.Series, variant: str, slack: float = 0.0
+) -> tuple[str, str]:
+    delta = paired(final_loss(runs, MST), final_loss(runs, variant))
     text = (
         f"vs {variant}: {mst['val_loss_mean']:.3f} vs {other['val_loss_mean']:.3f} "
-        f"(Δ {delta:+.3f}) at {mst['flops_reduction']:.2f}× vs {other['flops_reduction']:.2f}× "
-        "fewer FLOPs than dense"
+        f"(Δ {delta.text(3)}) at {mst['flops_reduction']:.2f}× vs "
+        f"{other['flops_reduction']:.2f}× fewer FLOPs than dense"
     )
-    return delta <= slack, text
+    return at_most(delta, slack), text
 
 
-def claim_vs_baselines(main: pd.DataFrame) -> Claim:
+def claim_vs_baselines(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(d) at equal FLOPs MST beats static sparsity and constant-sparsity DST."""
     statement = "At equal FLOPs MST beats static sparsity and RigL at constant sparsity"
     mst = _row(main, MST)
     checks = [
-        _compare(mst, other, v)
+        _compare(runs, mst, other, v)
         for v in BASELINES
         if mst is not None and (other := _row(main, v)) is not None
     ]
-    return all_checks("d", statement, checks, "needs an mst run and a static or rigl run.")
+    return from_checks("d", statement, checks, "needs an mst run and a static or rigl run.")
 
 
-def claim_components(main: pd.DataFrame) -> Claim:
+def claim_components(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(e) each component helps: SV and mixed growing at equal FLOPs; HSA costs ≤ tolerance."""
     statement = (
         "Each MST component pays its way (final val loss ≤ MST without SV or without mixed "
@@ -134,21 +187,22 @@ def claim_components(main: pd.DataFrame) -> Claim:
     )
     mst = _row(main, MST)
     checks = [
-        _compare(mst, other, v)
+        _compare(runs, mst, other, v)
         for v in EQUAL_FLOP_ABLATIONS
         if mst is not None and (other := _row(main, v)) is not None
     ]
     other = _row(main, HSA_ABLATION)
     if mst is not None and other is not None:
-        checks.append(_compare(mst, other, HSA_ABLATION, LOSS_TOLERANCE))
-    return all_checks("e", statement, checks, "needs mst and at least one mst_* ablation.")
+        checks.append(_compare(runs, mst, other, HSA_ABLATION, LOSS_TOLERANCE))
+    return from_checks("e", statement, checks, "needs mst and at least one mst_* ablation.")
 
 
-def evaluate_claims(main: pd.DataFrame, convention: str | None) -> list[Claim]:
+def evaluate_claims(main: pd.DataFrame, runs: pd.DataFrame, convention: str | None) -> list[Claim]:
+    """All five claims; ``runs`` is tables/runs.csv (per-seed values for paired intervals)."""
     return [
         claim_flops(main, convention),
-        claim_quality(main),
-        claim_zeroshot(main),
-        claim_vs_baselines(main),
-        claim_components(main),
+        claim_quality(main, runs),
+        claim_zeroshot(main, runs),
+        claim_vs_baselines(main, runs),
+        claim_components(main, runs),
     ]

@@ -24,13 +24,13 @@ from analysis.raptr_runs import (
     ordered_variants,
     schedule_label,
 )
-from analysis.spdf_claims import Claim
 from analysis.spdf_report import (
     ReportInputError,
     claims_section,
     report_main,
     tables_and_figures,
 )
+from analysis.verdicts import Claim
 
 TABLES = {
     "raptr_table_main": "Main comparison: final full-model val loss, FLOPs, wall clock, "
@@ -128,10 +128,9 @@ def caveats(inputs: Inputs) -> list[str]:
         f"RaPTr's first stage runs {first:g} of {spec.n_layer} blocks in expectation. The "
         "paper's claims are for 12- and 24-layer BERT and UL2 models; a verdict here is about "
         "this scale only.",
-        "- Verdicts compare means against stated tolerances "
-        f"({LOSS_TOLERANCE:g} nats for loss, {SPIKE_THRESHOLD:g} nats for a spike; raptr.md "
-        "§6), not significance; the main table gives the paired 95 % Student-t CI of each "
-        'difference ("n=1": a single seed, no interval).',
+        "- Verdicts follow the interval rule under *Claims* with the tolerances of raptr.md §6 "
+        f"({LOSS_TOLERANCE:g} nats for loss, {SPIKE_THRESHOLD:g} nats for a spike): with "
+        "few seeds the paired intervals are wide, so most claims are INCONCLUSIVE.",
         "- FLOPs: `train FLOPs` is the run's own FLOP ledger (every step's executed blocks plus "
         "the embedding and LM head, paid every step), so its ratio to the baseline is above the "
         "block-only ratio of the schedule (raptr.md §5) on a small model with a large head.",
@@ -153,7 +152,7 @@ def provenance(inputs: Inputs) -> list[str]:
 
 
 def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(inputs.main, inputs.transitions)
+    claims = evaluate_claims(inputs.main, inputs.transitions, inputs.runs)
     lines = [
         "# RaPTr: progressive subnetworks (random path training) — reproduction report",
         "",

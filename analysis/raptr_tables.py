@@ -171,8 +171,16 @@ def _jump_row(curve: pd.DataFrame, spec: RunSpec, boundary: int) -> dict:
     return row
 
 
+def _val_at(curve: pd.DataFrame, step: float) -> float:
+    rows = curve[(curve["step"] == step) & curve["val_loss"].notna()]
+    return float(rows["val_loss"].iloc[0]) if len(rows) else np.nan
+
+
 def transitions_table(curves: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
-    """One row per (variant with stages, seed, stage boundary): loss just before and after."""
+    """One row per (variant with stages, seed, stage boundary): loss just before and after,
+    and the baseline's own change between the same two evals of the same seed (a loss that
+    is still falling fast makes a raw jump look small)."""
+    baseline = {seed: c for seed, c in curves[curves["variant"] == BASELINE].groupby("seed")}
     rows = []
     for variant in ordered_variants(curves["variant"].unique()):
         spec = specs.get(variant)
@@ -182,6 +190,13 @@ def transitions_table(curves: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.Dat
             curve = curve.sort_values("step")
             for boundary in stage_boundaries(spec):
                 row = _jump_row(curve, spec, boundary)
+                base = baseline.get(seed)
+                row["baseline_val_change"] = (
+                    _val_at(base, row["val_after_step"]) - _val_at(base, row["val_before_step"])
+                    if base is not None
+                    else np.nan
+                )
+                row["val_jump_vs_baseline"] = row["val_jump"] - row["baseline_val_change"]
                 rows.append({"variant": variant, "method": spec.method_name, "seed": seed} | row)
     return pd.DataFrame(rows)
 
@@ -204,6 +219,8 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
                 f"{v:.3f} ({s:.0f})" for v, s in table[["val_after", "val_after_step"]].values
             ],
             "val jump": table["val_jump"].map(_num("{:+.3f}")),
+            "baseline change": table["baseline_val_change"].map(_num("{:+.3f}")),
+            "jump − baseline": table["val_jump_vs_baseline"].map(_num("{:+.3f}")),
             "train loss jump (window mean)": table["train_jump"].map(_num("{:+.3f}")),
         }
     )

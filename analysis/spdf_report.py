@@ -22,8 +22,9 @@ import yaml
 
 from analysis.generations import generations_section
 from analysis.provenance import with_stamp
-from analysis.spdf_claims import Claim, Scale, evaluate_claims
+from analysis.spdf_claims import Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
+from analysis.verdicts import RULES_MD, Claim
 
 TABLES = {
     "spdf_table_main": "Main comparison (spdf.md §7): BLEU at fine-tuning fraction 1.0, "
@@ -134,7 +135,7 @@ def _cell(text: str) -> str:
 
 
 def claims_section(claims: list[Claim]) -> list[str]:
-    lines = ["| claim | verdict |", "|---|---|"]
+    lines = [RULES_MD, "", "| claim | verdict |", "|---|---|"]
     lines += [f"| ({c.key}) {_cell(c.statement)} | {c.verdict} |" for c in claims]
     for c in claims:
         lines += ["", f"### ({c.key}) {c.statement}", "", f"**Verdict: {c.verdict}.** {c.evidence}"]
@@ -147,8 +148,8 @@ def caveats(inputs: Inputs) -> list[str]:
         f"- Small-scale numbers are noisy: as few as {n_seeds} seed(s) per cell. Tables show "
         "mean ± 95 % "
         'Student-t CI over seeds ("n=1" where there is a single seed, so no interval).',
-        "- Verdicts compare means only (orderings and thresholds), not significance; read them "
-        "together with the CIs. Several verdicts can flip with one more seed.",
+        "- Verdicts follow the interval rule under *Claims*: with few seeds the intervals are "
+        "wide, so most claims come out INCONCLUSIVE rather than resting on a mean.",
         "- The paper's numbers are for GPT-2 Small and GPT-3 XL trained on The Pile; this study's "
         "model, data and token budget are given under *What was run*.",
     ]
@@ -170,7 +171,7 @@ def _link(path: Path, out: Path) -> str:
 
 def render(inputs: Inputs, out: Path) -> str:
     claims = evaluate_claims(
-        inputs.main, inputs.drop, train_sizes(inputs.runs), scale_of(inputs.config)
+        inputs.main, inputs.runs, train_sizes(inputs.runs), scale_of(inputs.config)
     )
     lines = [
         "# SPDF: sparse pre-training, dense fine-tuning — reproduction report",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.spdf_claims import Claim
 from analysis.spdf_report import (
     ReportInputError,
     claims_section,
@@ -24,6 +23,7 @@ from analysis.spdf_report import (
     tables_and_figures,
 )
 from analysis.squarehead_runs import PRUNER_LABELS
+from analysis.verdicts import UNTESTABLE, Claim, above, from_checks, paired
 
 TABLES = {
     "sqhead_table_main": "Scores per pruner, sparsity and loss (mean ± 95 % CI over seeds)",
@@ -35,7 +35,6 @@ FIGURES = {
     "sqhead_fig_layerwise_error": "Per-layer error against the teacher at the highest sparsity",
 }
 MIN_BLEU = 5.0  # below this a model barely writes scoreable text
-HELD, NOT_HELD, NOT_TESTABLE = "HELD", "DID NOT HOLD", "NOT TESTABLE"
 
 
 @dataclass(frozen=True)
@@ -70,53 +69,65 @@ def load_inputs(results: Path, high_sparsity: float) -> Inputs:
     )
 
 
-def _compare(main: pd.DataFrame, metric: str, high: float, higher_is_better: bool) -> list:
-    """(pruner, sparsity, SquareHead mean, CE mean, SquareHead better?) per high-sparsity cell."""
-    col = f"{metric}_mean"
-    high_cells = main[(main["sparsity"] >= high - 1e-9) & main["target"].str.match(r"^\d")]
-    out = []
-    for (pruner, sparsity), cell in high_cells.groupby(["pruner", "sparsity"]):
-        by_loss = cell.set_index("loss")[col]
-        if "ce" in by_loss and "ce_squarehead" in by_loss:
-            sq, ce = float(by_loss["ce_squarehead"]), float(by_loss["ce"])
-            better = sq > ce if higher_is_better else sq < ce
-            out.append((pruner, sparsity, sq, ce, better))
-    return out
+def _high_cells(runs: pd.DataFrame, high: float) -> pd.DataFrame:
+    """Unstructured-target students at or above the high sparsity."""
+    return runs[(runs["sparsity"] >= high - 1e-9) & runs["target"].str.match(r"^\d")]
 
 
-def _verdict(rows: list, what: str, fmt: str) -> tuple[str, str]:
-    if not rows:
-        return NOT_TESTABLE, f"No high-sparsity cell has both CE and CE+SquareHead runs ({what})."
-    wins = sum(r[4] for r in rows)
-    detail = "; ".join(
-        f"{PRUNER_LABELS.get(p, p)} {s:.0%}: {sq:{fmt}} vs {ce:{fmt}}" for p, s, sq, ce, _ in rows
-    )
-    verdict = HELD if wins > len(rows) / 2 else NOT_HELD
-    return verdict, (
-        f"CE+SquareHead beat CE in {wins} of {len(rows)} high-sparsity cells by {what} "
-        f"(SquareHead vs CE: {detail})."
-    )
+def _by_seed(rows: pd.DataFrame, loss: str, metric: str) -> pd.Series:
+    return rows[rows["loss"] == loss].groupby("seed")[metric].mean()
+
+
+def _gain_checks(runs: pd.DataFrame, metric: str, high: float, higher_is_better: bool) -> list:
+    """Per high-sparsity (pruner, sparsity) cell: SquareHead's gain over CE, paired by seed
+    (positive: SquareHead better), judged > 0."""
+    checks = []
+    if metric not in runs:
+        return checks
+    for (pruner, sparsity), cell in _high_cells(runs, high).groupby(["pruner", "sparsity"]):
+        sq, ce = _by_seed(cell, "ce_squarehead", metric), _by_seed(cell, "ce", metric)
+        if sq.empty or ce.empty:
+            continue
+        gain = paired(sq, ce) if higher_is_better else paired(ce, sq)
+        text = (
+            f"{PRUNER_LABELS.get(pruner, pruner)} {sparsity:.0%}: SquareHead {sq.mean():.3f} vs "
+            f"CE {ce.mean():.3f}, gain {gain.text(3)}"
+        )
+        checks.append((above(gain, 0.0), text))
+    return checks
 
 
 def evaluate_claims(inputs: Inputs) -> list[Claim]:
-    main, high = inputs.main, inputs.high_sparsity
-    statement = f"CE+SquareHead recovers more task quality (BLEU) than CE at ≥ {high:.0%} sparsity"
-    bleu = _compare(main, "bleu", high, True) if "bleu_mean" in main else []
-    best_ce = max((ce for *_, ce, _ in bleu), default=float("nan"))
+    runs, high = inputs.runs, inputs.high_sparsity
+    statement_a = (
+        f"CE+SquareHead recovers more task quality (BLEU) than CE at ≥ {high:.0%} sparsity"
+    )
+    statement_b = (
+        f"CE+SquareHead reaches a lower held-out task loss than CE at ≥ {high:.0%} sparsity"
+    )
+    weak_teacher = teacher_check(runs)
+    if weak_teacher is not None:  # distillation towards a worse teacher tests nothing
+        why = f"{weak_teacher} Distilling towards a teacher worse than its students is no test."
+        return [
+            Claim("a", statement_a, UNTESTABLE, why),
+            Claim("b", statement_b, UNTESTABLE, why),
+            _pruner_claim(runs),
+        ]
+    cells = _high_cells(runs, high)
+    ce_bleu = cells.loc[cells["loss"] == "ce", "bleu"] if "bleu" in cells else pd.Series()
+    best_ce = float(ce_bleu.max()) if len(ce_bleu) else float("nan")
     if not best_ce >= MIN_BLEU:  # NaN too: nothing scored
-        claims = [Claim("a", statement, NOT_TESTABLE, (
+        claim_a = Claim("a", statement_a, UNTESTABLE, (
             f"The CE students' BLEU at high sparsity is at most {best_ce:.2f} (< {MIN_BLEU:g}): "
             "at this scale they barely write scoreable text, so BLEU differences are noise. "
             "Claim (b) compares the held-out task loss instead."
-        ))]  # fmt: skip
+        ))  # fmt: skip
     else:
-        claims = [Claim("a", statement, *_verdict(bleu, "BLEU", ".2f"))]
-    claims.append(Claim(
-        "b", f"CE+SquareHead reaches a lower held-out task loss than CE at ≥ {high:.0%} sparsity",
-        *_verdict(_compare(main, "final_val_loss", high, False), "val CE (nats)", ".3f"),
-    ))  # fmt: skip
-    claims.append(_pruner_claim(main))
-    return claims
+        checks = _gain_checks(runs, "bleu", high, True)
+        claim_a = from_checks("a", statement_a, checks, "No cell has CE and SquareHead runs.")
+    checks = _gain_checks(runs, "final_val_loss", high, False)
+    claim_b = from_checks("b", statement_b, checks, "No cell has CE and SquareHead runs.")
+    return [claim_a, claim_b, _pruner_claim(runs)]
 
 
 def teacher_check(runs: pd.DataFrame) -> str | None:
@@ -126,34 +137,39 @@ def teacher_check(runs: pd.DataFrame) -> str | None:
         return None
     teacher = float(sparse["dense_val_loss"].mean())
     ce = sparse.loc[sparse["loss"] == "ce", "final_val_loss"]
-    if ce.empty or not ce.min() < teacher:
+    if ce.empty or not ce.max() < teacher:
         return None
     return (
         f"The dense teacher's val CE is {teacher:.3f}, but every CE student ends below it "
         f"({ce.min():.3f}–{ce.max():.3f}): fine-tuning the pruned model for as many steps again "
-        "trains it past its teacher, so at this scale the teacher is under-trained and "
-        "distilling towards it pulls students back. The verdicts below test SquareHead with a "
-        "weaker teacher than the paper's (a converged dense fine-tune); the `gpu` and `paper` "
-        "scales fine-tune the teacher on the full task for 3-5 epochs."
+        "trains it past its teacher, so at this scale the teacher is under-trained. The `gpu` "
+        "and `paper` scales fine-tune the teacher on the full task for 3-5 epochs."
     )
 
 
-def _pruner_claim(main: pd.DataFrame) -> Claim:
+def _pruner_claim(runs: pd.DataFrame) -> Claim:
+    """(c) per sparsity, magnitude's val CE right after pruning minus SparseGPT's, paired by
+    seed, is > 0."""
     statement = "SparseGPT damages the model less than magnitude pruning (val CE right after it)"
-    col = "pruned_val_loss_mean"
-    cells = main[main["target"].str.match(r"^\d") & main["pruner"].isin(["sparsegpt", "magnitude"])]
+    col = "pruned_val_loss"
+    cells = runs[runs["target"].str.match(r"^\d") & runs["pruner"].isin(["sparsegpt", "magnitude"])]
     if col not in cells or cells.empty:
-        return Claim("c", statement, NOT_TESTABLE, "No one-shot runs of both pruners.")
-    by = cells.groupby(["sparsity", "pruner"])[col].mean().unstack()
-    if not {"sparsegpt", "magnitude"} <= set(by.columns):
-        return Claim("c", statement, NOT_TESTABLE, "Only one pruner was run.")
-    wins = int((by["sparsegpt"] < by["magnitude"]).sum())
-    detail = "; ".join(f"{s:.0%}: {r.sparsegpt:.3f} vs {r.magnitude:.3f}" for s, r in by.iterrows())
-    verdict = HELD if wins == len(by) else NOT_HELD
-    return Claim("c", statement, verdict, (
-        f"SparseGPT's pruned model had the lower val CE at {wins} of {len(by)} sparsities "
-        f"(SparseGPT vs magnitude: {detail})."
-    ))  # fmt: skip
+        return Claim("c", statement, UNTESTABLE, "No one-shot runs of both pruners.")
+    checks = []
+    for sparsity, cell in cells.groupby("sparsity"):
+        by = {
+            p: cell[cell["pruner"] == p].groupby("seed")[col].mean()
+            for p in ("sparsegpt", "magnitude")
+        }
+        if any(v.empty for v in by.values()):
+            continue
+        gain = paired(by["magnitude"], by["sparsegpt"])
+        text = (
+            f"{sparsity:.0%}: SparseGPT {by['sparsegpt'].mean():.3f} vs magnitude "
+            f"{by['magnitude'].mean():.3f}, magnitude − SparseGPT {gain.text(3)}"
+        )
+        checks.append((above(gain, 0.0), text))
+    return from_checks("c", statement, checks, "Only one pruner was run.")
 
 
 def what_was_run(inputs: Inputs) -> list[str]:

@@ -17,7 +17,7 @@ GRID = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["rap
     "smoke"
 ]
 VARIANTS = list(GRID["variants"])
-VERDICT = r"(HELD|DID NOT HOLD|NOT TESTABLE)"
+VERDICT = r"(HELD|DID NOT HOLD|INCONCLUSIVE|NOT TESTABLE)"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["squarehead"]["grids"][
     "smoke"
 ]
-VERDICT = r"(HELD|DID NOT HOLD|NOT TESTABLE)"
+VERDICT = r"(HELD|DID NOT HOLD|INCONCLUSIVE|NOT TESTABLE)"
 
 
 @pytest.fixture(scope="module")
