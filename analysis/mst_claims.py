@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from analysis.mst_runs import DENSE, MST
-from analysis.variant_stats import pretrain_metric, zeroshot_accuracy, zeroshot_scores
+from analysis.variant_stats import final_loss, zeroshot_accuracy, zeroshot_scores
 from analysis.verdicts import (
     UNTESTABLE,
     Claim,
@@ -50,12 +50,6 @@ def _loss(row: pd.Series) -> str:
     ci = row["val_loss_ci95"]
     spread = f" ± {ci:.3f}" if math.isfinite(ci) else ""
     return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
-
-
-def final_loss(runs: pd.DataFrame, variant: str) -> pd.Series:
-    """A variant's final val loss by seed."""
-    rows = pretrain_metric(runs, "final_val_loss")
-    return rows[rows["variant"] == variant].groupby("seed")["value"].mean()
 
 
 def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:

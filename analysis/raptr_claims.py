@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.raptr_runs import BASELINE, RAPTR
 from analysis.raptr_tables import TRAIN_WINDOW
-from analysis.variant_stats import pretrain_metric
+from analysis.variant_stats import final_loss
 from analysis.verdicts import (
     FAILED,
     UNTESTABLE,
@@ -38,12 +38,6 @@ def _loss(row: pd.Series) -> str:
     ci = row["val_loss_ci95"]
     spread = f" ± {ci:.3f}" if math.isfinite(ci) else ""
     return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
-
-
-def final_loss(runs: pd.DataFrame, variant: str) -> pd.Series:
-    """A variant's final full-model val loss by seed."""
-    rows = pretrain_metric(runs, "final_val_loss")
-    return rows[rows["variant"] == variant].groupby("seed")["value"].mean()
 
 
 def flop_saving(main: pd.DataFrame) -> float:

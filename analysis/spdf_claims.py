@@ -121,12 +121,26 @@ def _rel_drop(runs: pd.DataFrame, task: str, sparsity: float, fraction: float) -
     return 100.0 * (dense[shared] - sparse[shared]) / float(dense.mean())
 
 
-def _weak(runs: pd.DataFrame, tasks: list[str], fraction: float) -> list[str]:
-    floors = {t: _dense_floor(runs, t, fraction) for t in tasks}
-    return [f"{task_name(t)} {b:.2f}" for t, b in floors.items() if not b >= MIN_DENSE_BLEU]
+def _sparse_levels(runs: pd.DataFrame) -> list[float]:
+    return sorted(
+        s for s in runs.loc[runs["stage"] == "eval_nlg", "sparsity"].dropna().unique() if s > 0
+    )
 
 
-def _below_floor(key: str, statement: str, weak: list[str]) -> Claim:
+def _below_floor(
+    key: str, statement: str, runs: pd.DataFrame, tasks: list[str], fractions: list[float]
+) -> Claim | None:
+    """NOT TESTABLE when the dense model's BLEU is under the floor in any compared cell."""
+    weak = sorted(
+        {
+            f"{task_name(t)} {b:.2f}"
+            for f in fractions
+            for t in tasks
+            if not (b := _dense_floor(runs, t, f)) >= MIN_DENSE_BLEU
+        }
+    )
+    if not weak:
+        return None
     return Claim(
         key,
         statement,
@@ -146,9 +160,8 @@ def claim_bleu_within_one(runs: pd.DataFrame) -> Claim:
     tasks = [t for t in tasks if len(_bleu(runs, t, 0.0, FULL))]
     if not tasks:
         return Claim("b", statement, UNTESTABLE, "no 75 % and dense BLEU at fraction 1.0.")
-    weak = _weak(runs, tasks, FULL)
-    if weak:
-        return _below_floor("b", statement, weak)
+    if (untestable := _below_floor("b", statement, runs, tasks, [FULL])) is not None:
+        return untestable
     checks = []
     for task in tasks:
         delta = paired(_bleu(runs, task, PAPER_SPARSITY, FULL), _bleu(runs, task, 0.0, FULL))
@@ -160,15 +173,11 @@ def claim_grows_with_sparsity(runs: pd.DataFrame) -> Claim:
     """(c) per task, the BLEU drop grows with sparsity (f=1.0): each higher level's drop
     minus the next lower one's, paired by seed, is > 0, and the top level's drop is > 0."""
     statement = "degradation grows with sparsity (per task, fine-tuning fraction 1.0)"
-    sparse_levels = sorted(
-        s for s in runs.loc[runs["stage"] == "eval_nlg", "sparsity"].dropna().unique() if s > 0
-    )
-    tasks = _tasks(runs)
+    sparse_levels, tasks = _sparse_levels(runs), _tasks(runs)
     if len(sparse_levels) < 2 or not tasks:
         return Claim("c", statement, UNTESTABLE, "needs dense and two sparse levels at f=1.0.")
-    weak = _weak(runs, tasks, FULL)
-    if weak:
-        return _below_floor("c", statement, weak)
+    if (untestable := _below_floor("c", statement, runs, tasks, [FULL])) is not None:
+        return untestable
     checks = []
     for task in tasks:
         drops = {s: _rel_drop(runs, task, s, FULL) for s in sparse_levels}
@@ -192,15 +201,12 @@ def claim_smaller_data_smaller_drop(runs: pd.DataFrame, sizes: pd.Series) -> Cla
         "degradation is smaller on smaller datasets: across tasks ordered by train "
         "examples, and across fine-tuning fractions within a task"
     )
-    nlg = runs[runs["stage"] == "eval_nlg"]
-    sparse_levels = sorted(s for s in nlg["sparsity"].dropna().unique() if s > 0)
-    tasks = _tasks(runs)
+    sparse_levels, tasks = _sparse_levels(runs), _tasks(runs)
     if not sparse_levels or not tasks:
         return Claim("d", statement, UNTESTABLE, "needs dense and sparse fine-tuning scores.")
-    fractions = sorted(nlg["fraction"].dropna().unique())
-    weak = sorted({w for f in fractions for w in _weak(runs, tasks, f)})
-    if weak:
-        return _below_floor("d", statement, weak)
+    fractions = sorted(runs.loc[runs["stage"] == "eval_nlg", "fraction"].dropna().unique())
+    if (untestable := _below_floor("d", statement, runs, tasks, fractions)) is not None:
+        return untestable
     top = sparse_levels[-1]
     checks = []
     by_size = sorted((t for t in tasks if t in sizes.index), key=lambda t: sizes[t])

@@ -18,6 +18,12 @@ def pretrain_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[(frame["stage"] == "pretrain") & (frame["metric"] == metric)]
 
 
+def final_loss(runs: pd.DataFrame, variant: str) -> pd.Series:
+    """A variant's final (full-model) val loss by seed, for paired differences."""
+    rows = pretrain_metric(runs, "final_val_loss")
+    return rows[rows["variant"] == variant].groupby("seed")["value"].mean()
+
+
 def variant_stats(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """Index variant; columns ``<prefix>_mean``, ``_ci95``, ``_n`` over seeds."""
     out = summarize(rows, ["variant"]).set_index("variant")
