@@ -100,7 +100,8 @@ def expected_path_len(spec: RunSpec) -> np.ndarray:
     if name == "stacking":
         return np.array([float(hook.depth(t)) for t in steps])
     if name == "layer_drop":
-        return np.array([sum(keep_probs(t, cfg, spec.n_layer)) for t in steps])
+        run_cfg = hook.cfg  # the run's own γ (gamma_per_run resolved for its length)
+        return np.array([sum(keep_probs(t, run_cfg, spec.n_layer)) for t in steps])
     raise ValueError(f"no schedule for method {name!r}")
 
 
@@ -135,5 +136,6 @@ def schedule_label(spec: RunSpec) -> str:
         depths = "-".join(f"{s.path_len:g}" for s in hook.stages)
         return f"{name} {depths} of {spec.n_layer}"
     if spec.method_name == "layer_drop":
-        return f"{name} θ̄={spec.method.get('theta_bar')}, γ={spec.method.get('gamma')}"
+        _, hook = _hook(spec)  # γ as the run used it (gamma_per_run resolved for its length)
+        return f"{name} θ̄={hook.cfg.theta_bar:g}, γ={hook.cfg.gamma:.4g}"
     return f"{name}, {spec.n_layer} layers"

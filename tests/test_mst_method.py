@@ -296,3 +296,16 @@ def test_build_hooks_without_a_budget_runs_the_knobs_as_written():
     cfg = MSTConfig(target_reduction=None, dst=DSTConfig(interval=2), hsa=None)
     plan, hooks = build_hooks(cfg, toy_model(), STEPS, seq_len=16)
     assert plan.cfg == cfg and [type(h) for h in hooks] == [DynamicSparsity, MSTSchedule]
+
+
+def test_a_stride_relative_to_the_context_is_the_same_run_as_written_out():
+    """hsa.stride_frac × T gives the same plan and hooks as the absolute stride it stands for
+    (T=16 here: 0.25 × 16 = 4, the toy run's stride)."""
+    _, written = _toy_hooks()
+    _, relative = _toy_hooks("method.hsa.stride=128", "method.hsa.stride_frac=0.25")
+    plan_w, plan_r = written[-1].plan, relative[-1].plan
+    assert plan_r.cfg.hsa.stride == 4 and plan_r.cfg.hsa.stride_frac is None
+    assert plan_r.cfg == plan_w.cfg
+    assert [h.flop_factors(t) for h in relative for t in range(STEPS)] == [
+        h.flop_factors(t) for h in written for t in range(STEPS)
+    ]

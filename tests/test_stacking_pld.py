@@ -160,3 +160,17 @@ def test_stacking_validates_only_the_grown_blocks(tmp_path):
 def _last_val_loss(out) -> float:
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     return log[-1]["val_loss"]
+
+
+def test_pld_gamma_per_run_is_gamma_times_the_run_length():
+    per_step = LayerDropConfig(theta_bar=0.5, gamma=0.016)
+    per_run = LayerDropConfig(theta_bar=0.5, gamma=0.9, gamma_per_run=4.0)  # gamma is overridden
+    hook = LayerDropHook(per_run, n_layer=4, total_steps=250)
+    assert hook.cfg.gamma == pytest.approx(0.016) and hook.cfg.gamma_per_run is None
+    ours = [p for t in range(250) for p in keep_probs(t, hook.cfg, 4)]
+    assert ours == pytest.approx([p for t in range(250) for p in keep_probs(t, per_step, 4)])
+    assert expected_block_fraction(per_run, 4, 250) == pytest.approx(
+        expected_block_fraction(per_step, 4, 250)
+    )
+    with pytest.raises(ConfigError, match="method.gamma_per_run"):
+        LayerDropConfig(gamma_per_run=-1.0)

@@ -50,6 +50,8 @@ FLOP_BASES = ("full", "causal")  # see the module docstring
 class HSAConfig:
     pattern: str = "sparse"  # local | strided | sparse | fixed | dense
     stride: int = DEFAULT_STRIDE  # w: band width, stride and block size
+    # w as a share of the run's context T (w = round(T × this)); null: `stride` as written
+    stride_frac: float | None = None
     # [decision] default window = the ultra-sparsification phase of mst.md §2.3 (t_w=0.1, t_u=0.75)
     start_frac: float = 0.1
     end_frac: float = 0.85
@@ -65,6 +67,8 @@ class HSAConfig:
     def __post_init__(self) -> None:
         check_pattern(self.pattern)
         check_stride(self.stride)
+        if self.stride_frac is not None and not 0.0 < self.stride_frac <= 1.0:
+            raise ConfigError(f"hsa.stride_frac={self.stride_frac} must be in (0, 1] or null")
         for key in ("start_frac", "end_frac"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:

@@ -7,6 +7,7 @@ time, the opposite of RaPTr. One path per step, drawn as in RaPTr (step-seeded).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ _SALT = 0x91D0
 class LayerDropConfig:
     theta_bar: float = 0.5  # DeepSpeed's default final keep ratio
     gamma: float = 0.001  # DeepSpeed's default decay rate per step
+    # γ × the run's steps (γ = this / steps), so one setting serves every run length; null: gamma
+    gamma_per_run: float | None = None
     scaling: str = "inverse_p"  # [decision] 1/keep on kept layers, as stochastic depth does
     freeze_skipped_optimizer: bool = False
     seed: int = 0
@@ -31,10 +34,20 @@ class LayerDropConfig:
             raise ConfigError(f"method.theta_bar={self.theta_bar} must be in (0, 1]")
         if self.gamma < 0:
             raise ConfigError(f"method.gamma={self.gamma} must be >= 0")
+        if self.gamma_per_run is not None and self.gamma_per_run < 0:
+            raise ConfigError(f"method.gamma_per_run={self.gamma_per_run} must be >= 0 or null")
         if self.scaling not in SCALINGS:
             raise ConfigError(f"method.scaling={self.scaling!r} is unknown; allowed: {SCALINGS}")
         if self.seed < 0:
             raise ConfigError(f"method.seed={self.seed} must be >= 0")
+
+
+def for_run(cfg: LayerDropConfig, total_steps: int) -> LayerDropConfig:
+    """``gamma_per_run`` made a per-step γ for a run of ``total_steps``."""
+    if cfg.gamma_per_run is None:
+        return cfg
+    gamma = cfg.gamma_per_run / max(1, total_steps)
+    return dataclasses.replace(cfg, gamma=gamma, gamma_per_run=None)
 
 
 def keep_probs(step: int, cfg: LayerDropConfig, n_layer: int) -> list[float]:
@@ -52,6 +65,7 @@ def pld_plan(step: int, cfg: LayerDropConfig, n_layer: int) -> list[tuple[int, f
 
 def expected_block_fraction(cfg: LayerDropConfig, n_layer: int, total_steps: int) -> float:
     """Mean expected executed-block fraction over the run: PLD's block-only FLOP ratio."""
+    cfg = for_run(cfg, total_steps)
     fractions = (sum(keep_probs(t, cfg, n_layer)) / n_layer for t in range(total_steps))
     return sum(fractions) / max(1, total_steps)
 
@@ -61,7 +75,7 @@ class LayerDropHook(BlockPathHook):
 
     def __init__(self, cfg: LayerDropConfig, n_layer: int, total_steps: int) -> None:
         super().__init__(n_layer, cfg.freeze_skipped_optimizer)
-        self.cfg = cfg
+        self.cfg = for_run(cfg, total_steps)
         self.total_steps = total_steps
 
     def plan_at(self, step: int) -> list[tuple[int, float]]:

@@ -127,6 +127,16 @@ def _constant(sparsity: float) -> Callable[[int], float]:
     return target
 
 
+def with_context(cfg: MSTConfig, seq_len: int) -> MSTConfig:
+    """A stride written relative to the context (``hsa.stride_frac``) made absolute for a run
+    of context ``seq_len``, so one setting serves every scale."""
+    if cfg.hsa is None or cfg.hsa.stride_frac is None:
+        return cfg
+    stride = max(1, round(cfg.hsa.stride_frac * seq_len))
+    hsa = dataclasses.replace(cfg.hsa, stride=stride, stride_frac=None)
+    return dataclasses.replace(cfg, hsa=hsa)
+
+
 class MSTPlan:
     """Every function of the step a run of ``cfg`` follows, for a model of ``shape``.
 
@@ -141,6 +151,7 @@ class MSTPlan:
         total_steps: int,
         convention: str = DEFAULT_CONVENTION,
     ) -> None:
+        cfg = with_context(cfg, shape.seq_len)
         self.cfg, self.shape, self.total_steps = cfg, shape, total_steps
         self.convention = convention
         self.variation = SparsityVariation(cfg.variation, total_steps)
@@ -293,6 +304,7 @@ def build_hooks(
     """Solve ``cfg`` for this model and run, then the hooks that train it (in this order:
     masks, attention, schedule log)."""
     shape = shape_of(model, seq_len)
+    cfg = with_context(cfg, seq_len)
     solved, reduction = solve(cfg, shape, total_steps, convention)
     plan = MSTPlan(solved, shape, total_steps, convention)
     hooks: list[TrainHook] = [
