@@ -1,9 +1,13 @@
-"""The SPDF main comparison table from W&B runs (public API) instead of results/ files.
+"""A study's main comparison table from W&B runs (public API) instead of results/ files.
 
-Useful to compare a study while it runs elsewhere. It needs network access and a W&B login,
-so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with a one-line message.
+Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group),
+stage (job type) and run (the run name: ``<stage>-<variant>-seed<N>`` for the variant studies,
+sparsity, task and fraction from the config for SPDF); the table is built by the same function
+as from files. SPDF, RaPTr and MST are supported (SquareHead's students are named by pruner,
+target and loss: read its tables from files). It needs network access and a W&B login, so
+offline (WANDB_MODE=offline, as in tests and ``make``) it stops with a one-line message.
 Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
---group spdf --out table.csv``.
+--group raptr --out table.csv``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,10 +23,17 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import COLUMNS, eval_metrics
+from analysis import mst_runs, mst_tables, raptr_runs, raptr_tables
+from analysis.collect import COLUMNS, VARIANT_COLUMNS, eval_metrics
 from analysis.spdf_tables import main_table
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
+VARIANT_STUDIES = ("raptr", "mst")
+STUDIES = ("spdf", *VARIANT_STUDIES)
+# logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
+RUN_NAME = re.compile(
+    r"^(?:pretrain|eval-zeroshot)-(?P<variant>[a-z][a-z0-9_]*)-seed(?P<seed>\d+)$"
+)
 TIMEOUT_S = 30
 
 
@@ -76,8 +88,53 @@ def run_rows(run: Any) -> list[dict[str, Any]]:
     return [base | {"task": t, "metric": m, "value": v} for t, m, v in triples]
 
 
-def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.DataFrame:
-    """Every run of ``group`` as the same tidy frame ``analysis.collect`` builds from files."""
+def variant_rows(run: Any) -> list[dict[str, Any]]:
+    """Tidy rows (collect.VARIANT_COLUMNS) of a variant study's run; [] for a run whose name
+    is not one of the study's jobs."""
+    match = RUN_NAME.match(str(getattr(run, "name", "")))
+    if match is None:
+        return []
+    named = {"variant": match["variant"], "seed": int(match["seed"])}
+    return [{k: row[k] for k in VARIANT_COLUMNS if k in row} | named for row in run_rows(run)]
+
+
+def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
+    """variant -> RunSpec from the lowest seed's pretraining run config (and, for MST, the
+    solved knob its logged steps carry, which W&B keeps in the run summary)."""
+    chosen: dict[str, tuple[int, Any]] = {}
+    for run in runs:
+        match = RUN_NAME.match(str(getattr(run, "name", "")))
+        if match is None or not str(run.name).startswith("pretrain-"):
+            continue
+        variant, seed = match["variant"], int(match["seed"])
+        if variant not in chosen or seed < chosen[variant][0]:
+            chosen[variant] = (seed, run)
+    specs = {}
+    for variant, (_, run) in chosen.items():
+        config = dict(run.config or {})
+        if study == "mst":
+            specs[variant] = mst_runs.spec_from_config(variant, config, dict(run.summary_metrics))
+        else:
+            specs[variant] = raptr_runs.spec_from_config(variant, config)
+    return specs
+
+
+def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
+    """The study's main table from its W&B runs, and how many runs it read."""
+    if study == "spdf":
+        rows = [row for run in runs for row in run_rows(run)]
+        return main_table(pd.DataFrame(rows, columns=COLUMNS)), len(runs)
+    rows = [row for run in runs for row in variant_rows(run)]
+    if not rows:
+        raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
+    frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
+    specs = variant_specs(runs, study)
+    table_of = raptr_tables.main_table if study == "raptr" else mst_tables.main_table
+    return table_of(frame, specs), len({r["source"] for r in rows})
+
+
+def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[Any]:
+    """Every run of ``group`` (one study) through the public API."""
     mode = os.environ.get("WANDB_MODE", "").lower()
     if api is None and mode in OFFLINE_MODES:
         raise WandbUnavailable(
@@ -90,33 +147,44 @@ def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.Da
 
             api = wandb.Api(timeout=TIMEOUT_S)
         runs = list(api.runs(f"{entity}/{project}", filters={"group": group}))
-        rows = [row for run in runs for row in run_rows(run)]
     except Exception as err:  # network, auth, bad path: all end the same way for the user
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise WandbUnavailable(
             f"cannot read {entity}/{project} group {group}: {type(err).__name__}: {first}"
         ) from None
-    if not rows:
+    if not runs:
         raise WandbUnavailable(f"no runs in {entity}/{project} with group {group}")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return runs
+
+
+def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.DataFrame:
+    """Every run of ``group`` as the same tidy frame ``analysis.collect`` builds from files."""
+    runs = fetch_runs(entity, project, group, api)
+    return pd.DataFrame([row for run in runs for row in run_rows(run)], columns=COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entity", required=True)
     parser.add_argument("--project", default="sparselm")
-    parser.add_argument("--group", default="spdf", help="the study (W&B run group)")
+    parser.add_argument("--group", default="spdf", help="the W&B run group (the study's name)")
+    parser.add_argument("--study", choices=STUDIES, help="which table (default: the group)")
     parser.add_argument("--out", type=Path, required=True, help="CSV for the main table")
     args = parser.parse_args(argv)
+    study = args.study or args.group
+    if study not in STUDIES:
+        print(
+            f"wandb_compare: --study {study!r} is not one of {', '.join(STUDIES)}", file=sys.stderr
+        )
+        return 2
     try:
-        frame = fetch_frame(args.entity, args.project, args.group)
+        table, n_runs = study_table(study, fetch_runs(args.entity, args.project, args.group))
     except WandbUnavailable as err:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
-    table = main_table(frame)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wandb_compare: {frame['source'].nunique()} runs -> {args.out}")
+    table.to_csv(args.out, index=study != "spdf")
+    print(f"wandb_compare: {n_runs} runs -> {args.out}")
     return 0
 
 

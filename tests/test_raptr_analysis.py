@@ -250,3 +250,42 @@ def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
 def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
     assert raptr_report.main(["--results", str(results), "--out", str(tmp_path / "r.md")]) == 1
     assert "raptr_report:" in capsys.readouterr().err
+
+
+class _RecordedRun:
+    """A W&B run as the public API returns it, recorded from what the job logged: its name and
+    job type, the resolved config, and the summary (metrics.json plus the last logged step)."""
+
+    def __init__(self, run_dir: Path, stage: str) -> None:
+        variant, seed = run_dir.name.rsplit("_seed", 1)
+        self.name = f"{'pretrain' if stage == 'pretrain' else 'eval-zeroshot'}-{variant}-seed{seed}"
+        self.job_type = "pretrain" if stage == "pretrain" else "evaluate"
+        config_file = run_dir.parents[1] / "pretrain" / run_dir.name / "config.yaml"
+        self.config = yaml.safe_load(config_file.read_text())
+        self.summary_metrics = json.loads((run_dir / "metrics.json").read_text())
+        self.path, self.id = ["e", "sparselm", f"{stage}-{run_dir.name}"], run_dir.name
+
+
+def test_wandb_rebuilds_the_main_table_the_files_give(results: Path) -> None:
+    from analysis import wandb_compare
+
+    runs = [
+        _RecordedRun(d, stage)
+        for stage in ("pretrain", "eval_zeroshot")
+        for d in sorted((results / stage).iterdir())
+    ]
+
+    class Api:
+        def runs(self, path, filters):
+            assert filters == {"group": "raptr"}
+            return runs
+
+    from_wandb, n_runs = wandb_compare.study_table(
+        "raptr", wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api())
+    )
+    frame = collect_mod.collect_variants(results)
+    from_files = raptr_tables.main_table(frame, raptr_runs.load_specs(results))
+    assert n_runs == len(runs)
+    pd.testing.assert_frame_equal(
+        from_wandb.sort_index(axis=1), from_files.sort_index(axis=1), check_dtype=False
+    )
