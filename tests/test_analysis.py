@@ -113,6 +113,11 @@ def _finetune_run(root: Path, task: str, s: float, f: float, seed: int) -> None:
             "pretrained": "x",
         },
     )
+    split = "dev[:0.9]" if task == "dart" else "train"
+    _write(
+        root / "finetune" / task / name / "config.yaml",
+        f"task:\n  split_map:\n    train: {split}\n",
+    )
     bleu = fake_bleu(task, s, f, seed)
     _write(
         root / "eval_nlg" / task / name / "metrics.json",
@@ -258,6 +263,8 @@ def test_report_has_verdicts_and_tables(built: Path) -> None:
     assert "](spdf_figures/spdf_fig_drop_heatmap.png)" in text  # copied beside the report
     assert (results.parents[1] / "reports" / "spdf_figures" / "spdf_fig_drop_heatmap.png").is_file()
     assert "84 metrics.json files" in text and "Seeds: 1, 2" in text and "`tiny`" in text
+    assert "E2E 4,200 from `train`, WebNLG 1,800 from `train`, DART 6,200 from `dev[:0.9]`" in text
+    assert "the paper's order returns" in text
 
 
 def _bleu_rows(cells: dict[tuple[str, float], list[float]]) -> pd.DataFrame:
