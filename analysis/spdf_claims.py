@@ -103,6 +103,47 @@ def claim_flops(main: pd.DataFrame, runs: pd.DataFrame, scale: Scale) -> Claim:
     return Claim("a", statement, UNTESTABLE, evidence)
 
 
+@dataclass(frozen=True)
+class Measure:
+    """What a fine-tuning claim is judged on: a score per run, and how a sparse run's
+    degradation against the dense run of the same seed is expressed."""
+
+    name: str
+    stage: str
+    metric: str
+    higher_is_better: bool
+    tolerance: float  # claim (b)'s bound on |sparse − dense|
+    unit: str  # of a degradation
+    floor: float | None  # the dense score below which the measure says nothing
+
+    def values(self, runs: pd.DataFrame, task: str, sparsity: float, fraction: float) -> pd.Series:
+        return per_seed(
+            runs, self.stage, self.metric, task=task, sparsity=sparsity, fraction=fraction
+        )
+
+    def degradation(self, runs: pd.DataFrame, task: str, sparsity: float, fraction: float):
+        """Per seed, paired with the dense run of that seed (> 0: worse than dense). BLEU: in %
+        of the dense mean; cross-entropy: in nats."""
+        dense = self.values(runs, task, 0.0, fraction)
+        sparse = self.values(runs, task, sparsity, fraction)
+        shared = dense.index.intersection(sparse.index)
+        if self.higher_is_better:
+            return 100.0 * (dense[shared] - sparse[shared]) / float(dense.mean())
+        return sparse[shared] - dense[shared]
+
+
+BLEU_MEASURE = Measure("BLEU", "eval_nlg", BLEU, True, BLEU_TOLERANCE, " %", MIN_DENSE_BLEU)
+# held-out task cross-entropy: ~100x more precise than BLEU at CPU sizes (SD 0.013 nats across
+# seeds vs 1.5 BLEU at tiny). 0.02 nats is this suite's tolerance, not the paper's (the paper
+# states only BLEU): the size of the MST spec's loss tolerance.
+CE_MEASURE = Measure("held-out task CE", "finetune", "final_val_loss", False, 0.02, " nats", None)
+CPU_MODELS = ("smoke", "tiny")  # below GPT-2 Small BLEU resolves little: task CE comes first
+
+
+def primary_measure(scale: Scale) -> Measure:
+    return CE_MEASURE if scale.model in CPU_MODELS else BLEU_MEASURE
+
+
 def _dense_floor(runs: pd.DataFrame, task: str, fraction: float) -> float:
     """The dense model's mean BLEU at (task, fraction): the precondition of every BLEU claim."""
     dense = _bleu(runs, task, 0.0, fraction)
@@ -113,14 +154,6 @@ def _tasks(runs: pd.DataFrame) -> list[str]:
     return ordered_tasks(runs.loc[runs["stage"] == "eval_nlg", "task"].dropna().unique())
 
 
-def _rel_drop(runs: pd.DataFrame, task: str, sparsity: float, fraction: float) -> pd.Series:
-    """Per seed, paired with the dense run of the same seed: 100 × (dense − sparse) / dense
-    mean at (task, fraction); drop > 0: worse. Seeds without a dense partner are left out."""
-    dense, sparse = _bleu(runs, task, 0.0, fraction), _bleu(runs, task, sparsity, fraction)
-    shared = dense.index.intersection(sparse.index)
-    return 100.0 * (dense[shared] - sparse[shared]) / float(dense.mean())
-
-
 def _sparse_levels(runs: pd.DataFrame) -> list[float]:
     return sorted(
         s for s in runs.loc[runs["stage"] == "eval_nlg", "sparsity"].dropna().unique() if s > 0
@@ -128,15 +161,22 @@ def _sparse_levels(runs: pd.DataFrame) -> list[float]:
 
 
 def _below_floor(
-    key: str, statement: str, runs: pd.DataFrame, tasks: list[str], fractions: list[float]
+    key: str,
+    statement: str,
+    runs: pd.DataFrame,
+    tasks: list[str],
+    fractions: list[float],
+    measure: Measure,
 ) -> Claim | None:
-    """NOT TESTABLE when the dense model's BLEU is under the floor in any compared cell."""
+    """NOT TESTABLE when the measure has a floor and the dense model is under it in a cell."""
+    if measure.floor is None:
+        return None
     weak = sorted(
         {
             f"{task_name(t)} {b:.2f}"
             for f in fractions
             for t in tasks
-            if not (b := _dense_floor(runs, t, f)) >= MIN_DENSE_BLEU
+            if not (b := _dense_floor(runs, t, f)) >= measure.floor
         }
     )
     if not weak:
@@ -145,58 +185,91 @@ def _below_floor(
         key,
         statement,
         UNTESTABLE,
-        f"dense BLEU below {MIN_DENSE_BLEU:g} ({', '.join(weak)}): at this scale the dense "
+        f"dense BLEU below {measure.floor:g} ({', '.join(weak)}): at this scale the dense "
         "model does not yet produce scoreable text, so BLEU differences mean nothing.",
     )
 
 
-def claim_bleu_within_one(runs: pd.DataFrame) -> Claim:
-    """(b) |ΔBLEU| at 75 % vs dense ≤ 1 BLEU on every task (fraction 1.0), paired by seed."""
-    statement = (
-        f"|ΔBLEU| of the {PAPER_SPARSITY:.0%} model vs dense is ≤ {BLEU_TOLERANCE:g} "
-        "BLEU on each task (fine-tuning fraction 1.0)"
+def _with_secondary(primary: Claim, secondary: Claim | None) -> Claim:
+    """The primary measure decides; the secondary's own reading is shown beside it."""
+    if secondary is None:
+        return primary
+    return Claim(
+        primary.key,
+        primary.statement,
+        primary.verdict,
+        f"{primary.evidence} Secondary (BLEU, not used for the verdict): {secondary.verdict}: "
+        f"{secondary.evidence}",
     )
-    tasks = [t for t in _tasks(runs) if len(_bleu(runs, t, PAPER_SPARSITY, FULL))]
-    tasks = [t for t in tasks if len(_bleu(runs, t, 0.0, FULL))]
+
+
+def claim_within_tolerance(runs: pd.DataFrame, measure: Measure = BLEU_MEASURE) -> Claim:
+    """(b) |sparse − dense| at 75 % ≤ the measure's tolerance on every task (fraction 1.0),
+    paired by seed (the paper: ≤ 1 BLEU)."""
+    bound = (
+        f"{measure.tolerance:g} BLEU"
+        if measure is BLEU_MEASURE
+        else (f"{measure.tolerance:g} nats (the paper's claim: ≤ 1 BLEU)")
+    )
+    statement = (
+        f"|Δ{measure.name}| of the {PAPER_SPARSITY:.0%} model vs dense is ≤ {bound} on each "
+        "task (fine-tuning fraction 1.0)"
+    )
+    tasks = [t for t in _tasks(runs) if len(measure.values(runs, t, PAPER_SPARSITY, FULL))]
+    tasks = [t for t in tasks if len(measure.values(runs, t, 0.0, FULL))]
     if not tasks:
-        return Claim("b", statement, UNTESTABLE, "no 75 % and dense BLEU at fraction 1.0.")
-    if (untestable := _below_floor("b", statement, runs, tasks, [FULL])) is not None:
+        return Claim("b", statement, UNTESTABLE, f"no 75 % and dense {measure.name} at f=1.0.")
+    if (untestable := _below_floor("b", statement, runs, tasks, [FULL], measure)) is not None:
         return untestable
     checks = []
     for task in tasks:
-        delta = paired(_bleu(runs, task, PAPER_SPARSITY, FULL), _bleu(runs, task, 0.0, FULL))
-        checks.append((within(delta, BLEU_TOLERANCE), f"{task_name(task)} ΔBLEU {delta.text(2)}"))
+        delta = paired(
+            measure.values(runs, task, PAPER_SPARSITY, FULL), measure.values(runs, task, 0.0, FULL)
+        )
+        text = f"{task_name(task)} Δ{measure.name} {delta.text(3)}"
+        checks.append((within(delta, measure.tolerance), text))
     return from_checks("b", statement, checks, "")
 
 
-def claim_grows_with_sparsity(runs: pd.DataFrame) -> Claim:
-    """(c) per task, the BLEU drop grows with sparsity (f=1.0): each higher level's drop
-    minus the next lower one's, paired by seed, is > 0, and the top level's drop is > 0."""
+def claim_bleu_within_one(runs: pd.DataFrame) -> Claim:
+    """(b) on BLEU alone, as the paper states it."""
+    return claim_within_tolerance(runs, BLEU_MEASURE)
+
+
+def claim_grows_with_sparsity(runs: pd.DataFrame, measure: Measure = BLEU_MEASURE) -> Claim:
+    """(c) per task, the degradation grows with sparsity (f=1.0): each higher level's minus the
+    next lower one's, paired by seed, is > 0, and the top level's is > 0."""
     statement = "degradation grows with sparsity (per task, fine-tuning fraction 1.0)"
     sparse_levels, tasks = _sparse_levels(runs), _tasks(runs)
     if len(sparse_levels) < 2 or not tasks:
         return Claim("c", statement, UNTESTABLE, "needs dense and two sparse levels at f=1.0.")
-    if (untestable := _below_floor("c", statement, runs, tasks, [FULL])) is not None:
+    if (untestable := _below_floor("c", statement, runs, tasks, [FULL], measure)) is not None:
         return untestable
     checks = []
     for task in tasks:
-        drops = {s: _rel_drop(runs, task, s, FULL) for s in sparse_levels}
+        drops = {s: measure.degradation(runs, task, s, FULL) for s in sparse_levels}
         for low, high in zip(sparse_levels, sparse_levels[1:], strict=False):
             grow = paired(drops[high], drops[low])
             label = f"{sparsity_label(high)} − {sparsity_label(low)}"
-            checks.append(
-                (above(grow, 0.0), f"{task_name(task)} drop {label} {grow.text(1, ' pp')}")
+            text = (
+                f"{task_name(task)} {measure.name} degradation {label} {grow.text(3, measure.unit)}"
             )
+            checks.append((above(grow, 0.0), text))
         top = Interval.of(drops[sparse_levels[-1]].tolist())
-        text = f"{task_name(task)} drop at {sparsity_label(sparse_levels[-1])} {top.text(1, ' %')}"
+        text = (
+            f"{task_name(task)} {measure.name} degradation at {sparsity_label(sparse_levels[-1])} "
+            f"{top.text(3, measure.unit)}"
+        )
         checks.append((above(top, 0.0), text))
     return from_checks("c", statement, checks, "")
 
 
-def claim_smaller_data_smaller_drop(runs: pd.DataFrame, sizes: pd.Series) -> Claim:
+def claim_smaller_data_smaller_drop(
+    runs: pd.DataFrame, sizes: pd.Series, measure: Measure = BLEU_MEASURE
+) -> Claim:
     """(d) smaller fine-tuning sets degrade less: across tasks ordered by train examples (top
-    sparsity, f=1.0) and across fine-tuning fractions within a task, each larger set's drop
-    minus the next smaller one's, paired by seed, is > 0."""
+    sparsity, f=1.0) and across fine-tuning fractions within a task, each larger set's
+    degradation minus the next smaller one's, paired by seed, is > 0."""
     statement = (
         "degradation is smaller on smaller datasets: across tasks ordered by train "
         "examples, and across fine-tuning fractions within a task"
@@ -205,28 +278,34 @@ def claim_smaller_data_smaller_drop(runs: pd.DataFrame, sizes: pd.Series) -> Cla
     if not sparse_levels or not tasks:
         return Claim("d", statement, UNTESTABLE, "needs dense and sparse fine-tuning scores.")
     fractions = sorted(runs.loc[runs["stage"] == "eval_nlg", "fraction"].dropna().unique())
-    if (untestable := _below_floor("d", statement, runs, tasks, fractions)) is not None:
+    untestable = _below_floor("d", statement, runs, tasks, fractions, measure)
+    if untestable is not None:
         return untestable
-    top = sparse_levels[-1]
+    top, unit, name = sparse_levels[-1], measure.unit, measure.name
     checks = []
     by_size = sorted((t for t in tasks if t in sizes.index), key=lambda t: sizes[t])
     for small, large in zip(by_size, by_size[1:], strict=False):
-        gap = paired(_rel_drop(runs, large, top, FULL), _rel_drop(runs, small, top, FULL))
+        gap = paired(
+            measure.degradation(runs, large, top, FULL),
+            measure.degradation(runs, small, top, FULL),
+        )
         text = (
-            f"{sparsity_label(top)}, f=1.0: drop {task_name(large)} ({sizes[large]:,.0f} ex.) "
-            f"− {task_name(small)} ({sizes[small]:,.0f} ex.) {gap.text(1, ' pp')}"
+            f"{sparsity_label(top)}, f=1.0: {name} degradation {task_name(large)} "
+            f"({sizes[large]:,.0f} ex.) − {task_name(small)} ({sizes[small]:,.0f} ex.) "
+            f"{gap.text(3, unit)}"
         )
         checks.append((above(gap, 0.0), text))
     for task in tasks:
         for sparsity in sparse_levels:
             for low, high in zip(fractions, fractions[1:], strict=False):
                 gap = paired(
-                    _rel_drop(runs, task, sparsity, high), _rel_drop(runs, task, sparsity, low)
+                    measure.degradation(runs, task, sparsity, high),
+                    measure.degradation(runs, task, sparsity, low),
                 )
                 if gap.n:
                     text = (
-                        f"{task_name(task)} {sparsity_label(sparsity)}: drop f={high:g} − "
-                        f"f={low:g} {gap.text(1, ' pp')}"
+                        f"{task_name(task)} {sparsity_label(sparsity)}: {name} degradation "
+                        f"f={high:g} − f={low:g} {gap.text(3, unit)}"
                     )
                     checks.append((above(gap, 0.0), text))
     return from_checks("d", statement, checks, "needs two tasks or two fractions.")
@@ -236,10 +315,17 @@ def evaluate_claims(
     main: pd.DataFrame, runs: pd.DataFrame, sizes: pd.Series, scale: Scale
 ) -> list[Claim]:
     """All four claims; ``runs`` is tables/runs.csv, ``sizes`` maps task -> fine-tuning train
-    examples at fraction 1.0."""
-    return [
-        claim_flops(main, runs, scale),
-        claim_bleu_within_one(runs),
-        claim_grows_with_sparsity(runs),
-        claim_smaller_data_smaller_drop(runs, sizes),
+    examples at fraction 1.0. Fine-tuning claims are judged on the scale's primary measure
+    (held-out task CE at CPU sizes, BLEU from GPT-2 Small up), BLEU shown beside CE."""
+    measure = primary_measure(scale)
+    fine_tuning = [
+        (claim_within_tolerance, ()),
+        (claim_grows_with_sparsity, ()),
+        (claim_smaller_data_smaller_drop, (sizes,)),
     ]
+    claims = [claim_flops(main, runs, scale)]
+    for claim_fn, extra in fine_tuning:
+        primary = claim_fn(runs, *extra, measure)
+        secondary = claim_fn(runs, *extra, BLEU_MEASURE) if measure is not BLEU_MEASURE else None
+        claims.append(_with_secondary(primary, secondary))
+    return claims

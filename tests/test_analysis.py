@@ -34,6 +34,12 @@ def fake_bleu(task: str, sparsity: float, fraction: float, seed: int) -> float:
     return base - sparsity * size / 2000 * (0.5 + fraction) + (0.3 if seed == 1 else -0.2)
 
 
+def fake_task_ce(task: str, sparsity: float, fraction: float, seed: int) -> float:
+    """Held-out task CE that degrades like fake_bleu (the primary measure at tiny)."""
+    _, _, size = TASKS[task]
+    return 1.0 + size / 1e4 + sparsity * size / 1e5 * (0.5 + fraction) + seed / 1000
+
+
 def _write(path: Path, data: dict | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data))
@@ -104,7 +110,7 @@ def _finetune_run(root: Path, task: str, s: float, f: float, seed: int) -> None:
     name = f"s{s}_f{f}_seed{seed}"
     _write(
         root / "finetune" / task / name / "metrics.json",
-        _train_metrics(1e6, 1.0 + size / 1e4)
+        _train_metrics(1e6, fake_task_ce(task, s, f, seed))
         | {
             "task": task,
             "fraction": f,
@@ -265,6 +271,16 @@ def test_report_has_verdicts_and_tables(built: Path) -> None:
     assert "84 metrics.json files" in text and "Seeds: 1, 2" in text and "`tiny`" in text
     assert "E2E 4,200 from `train`, WebNLG 1,800 from `train`, DART 6,200 from `dev[:0.9]`" in text
     assert "the paper's order returns" in text
+    # at tiny the fine-tuning claims are judged on held-out task CE, BLEU shown beside it
+    section_b = text.split("### (b) ")[1].split("### (c)")[0]
+    assert "|Δheld-out task CE|" in section_b and "Secondary (BLEU, not used" in section_b
+
+
+def test_primary_measure_is_task_ce_on_cpu_models_and_bleu_from_gpt2_small_up() -> None:
+    from analysis.spdf_claims import BLEU_MEASURE, CE_MEASURE, Scale, primary_measure
+
+    assert primary_measure(Scale("tiny", 128)) is CE_MEASURE
+    assert primary_measure(Scale("gpt2_small", 1024)) is BLEU_MEASURE
 
 
 def _bleu_rows(cells: dict[tuple[str, float], list[float]]) -> pd.DataFrame:
