@@ -22,8 +22,11 @@ def _validate(cfg: dict) -> None:
 _validate(config)
 # Rules run `python -m sparselm.cli...` and `python -m analysis...`: put this checkout's code
 # first on the path, so they work in a --use-conda environment that does not install sparselm.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [f"{CHECKOUT}/src", str(CHECKOUT), os.environ.get("PYTHONPATH")])
+# (set, not required, so no `envvars:` directive)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(None, [f"{CHECKOUT}/src", str(CHECKOUT), os.environ.get("PYTHONPATH")])
+    )
 )
 SCALE = config["scale"]
 DATA = config["data_dir"]

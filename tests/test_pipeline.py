@@ -181,3 +181,9 @@ def test_building_the_dag_imports_no_torch_hydra_or_entry_points(data_dir, tmp_p
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "pretrain_mst" in proc.stdout
+
+
+def test_snakemake_lint_is_clean(data_dir):
+    proc = snakemake("--lint", "--config", "scale=smoke", f"data_dir={data_dir}", data_dir=data_dir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-3000:]
