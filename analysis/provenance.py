@@ -27,10 +27,9 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def stamp(scale: str | None) -> str:
-    return (
-        f"_Scale `{scale or 'unstated'}` · code at commit `{code_commit()}` "
-        "(`+changes`: with uncommitted edits)._"
-    )
+    commit = code_commit()
+    legend = " (`+changes`: with uncommitted edits)" if commit.endswith("+changes") else ""
+    return f"_Scale `{scale or 'unstated'}` · code at commit `{commit}`{legend}._"
 
 
 def read_stamp(report: Path) -> dict[str, str] | None:
