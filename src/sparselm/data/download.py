@@ -220,7 +220,11 @@ def ensure_dataset(dataset: str, data_dir: Path, fetch: Fetcher = urllib_fetch) 
     for rel in missing:
         entry = entries[rel]
         if entry["kind"] == "original":
-            _place(data_dir / rel, fetch(entry["url"]), entry["sha256"], entry["url"])
+            try:
+                data = fetch(entry["url"])
+            except DataError as exc:  # name the file the run needs, not only the URL
+                raise DataError(f"{data_dir / rel} is missing and {exc}") from None
+            _place(data_dir / rel, data, entry["sha256"], entry["url"])
     for rel in missing:
         entry = entries[rel]
         if entry["kind"] == "derived" and "build" in entry:
