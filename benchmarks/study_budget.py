@@ -104,10 +104,12 @@ def dag_commands(study: str, scale: str, data_dir: Path) -> list[tuple[str, list
         raise SystemExit(f"study_budget: snakemake -n failed for {study}: {proc.stderr[-500:]}")
     jobs = []
     for line in proc.stdout.splitlines():
-        start = line.find(PREFIX)
+        # the entry point is the last command of a line (a pinned MST job reads its knob first)
+        start = line.rfind(PREFIX)
         if start < 0:
             continue
-        words = shlex.split(line[start:].split(" > ")[0])
+        # `$pin` (the pinned knob, known only when the job runs) does not change the job's cost
+        words = [w for w in shlex.split(line[start:].split(" > ")[0]) if not w.startswith("$")]
         jobs.append((words[2].removeprefix("sparselm.cli."), words[3:]))
     return jobs
 
