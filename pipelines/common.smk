@@ -2,12 +2,16 @@
 import functools
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file belongs to
+# the few torch-free helpers read while the DAG is built come from this checkout, so a
+# Snakemake without sparselm installed (a bare conda env, --use-conda) can build the DAG
+sys.path.insert(0, str(CHECKOUT / "src"))
 
 
 def _validate(cfg: dict) -> None:

@@ -36,8 +36,37 @@ def _fresh_checkout(dest: Path) -> Path:
     return dest
 
 
+# A fresh clone builds its DAG from its own code: a sparselm installed elsewhere (this tree's
+# editable install, here) is refused, as if Snakemake ran from an env without the package.
+ONLY_THE_CLONE = """
+import importlib.machinery
+import sys
+
+CLONE = {clone!r}
+
+
+class _OnlyTheClone:
+    def find_spec(self, name, path=None, target=None):
+        if name != "sparselm":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not str(spec.origin).startswith(CLONE):
+            raise ImportError("sparselm is importable only from the clone")
+        return spec
+
+
+sys.meta_path.insert(0, _OnlyTheClone())
+"""
+
+
 def _job_counts(checkout: Path, data_dir: Path, *extra: str) -> dict[str, int]:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    site = checkout.parent / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(ONLY_THE_CLONE.format(clone=str(checkout)))
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(site),
+    }
     proc = subprocess.run(
         [
             sys.executable,
