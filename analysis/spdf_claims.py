@@ -249,12 +249,9 @@ def claim_grows_with_sparsity(runs: pd.DataFrame, measure: Measure = BLEU_MEASUR
     for task in tasks:
         drops = {s: measure.degradation(runs, task, s, FULL) for s in sparse_levels}
         for low, high in zip(sparse_levels, sparse_levels[1:], strict=False):
-            grow = paired(drops[high], drops[low])
             label = f"{sparsity_label(high)} − {sparsity_label(low)}"
-            text = (
-                f"{task_name(task)} {measure.name} degradation {label} {grow.text(3, measure.unit)}"
-            )
-            checks.append((above(grow, 0.0), text))
+            what = f"{task_name(task)} {measure.name} degradation {label}"
+            checks.append(_increase(drops[high], drops[low], what, measure.unit))
         top = Interval.of(drops[sparse_levels[-1]].tolist())
         text = (
             f"{task_name(task)} {measure.name} degradation at {sparsity_label(sparse_levels[-1])} "
@@ -262,6 +259,12 @@ def claim_grows_with_sparsity(runs: pd.DataFrame, measure: Measure = BLEU_MEASUR
         )
         checks.append((above(top, 0.0), text))
     return from_checks("c", statement, checks, "")
+
+
+def _increase(larger: pd.Series, smaller: pd.Series, what: str, unit: str) -> tuple[str, str]:
+    """(verdict, text) of the check "larger − smaller > 0", paired by seed."""
+    gap = paired(larger, smaller)
+    return above(gap, 0.0), f"{what} {gap.text(3, unit)}"
 
 
 def claim_smaller_data_smaller_drop(
@@ -285,29 +288,24 @@ def claim_smaller_data_smaller_drop(
     checks = []
     by_size = sorted((t for t in tasks if t in sizes.index), key=lambda t: sizes[t])
     for small, large in zip(by_size, by_size[1:], strict=False):
-        gap = paired(
-            measure.degradation(runs, large, top, FULL),
-            measure.degradation(runs, small, top, FULL),
-        )
-        text = (
+        what = (
             f"{sparsity_label(top)}, f=1.0: {name} degradation {task_name(large)} "
-            f"({sizes[large]:,.0f} ex.) − {task_name(small)} ({sizes[small]:,.0f} ex.) "
-            f"{gap.text(3, unit)}"
+            f"({sizes[large]:,.0f} ex.) − {task_name(small)} ({sizes[small]:,.0f} ex.)"
         )
-        checks.append((above(gap, 0.0), text))
+        larger = measure.degradation(runs, large, top, FULL)
+        checks.append(_increase(larger, measure.degradation(runs, small, top, FULL), what, unit))
     for task in tasks:
         for sparsity in sparse_levels:
             for low, high in zip(fractions, fractions[1:], strict=False):
-                gap = paired(
-                    measure.degradation(runs, task, sparsity, high),
-                    measure.degradation(runs, task, sparsity, low),
+                more = measure.degradation(runs, task, sparsity, high)
+                less = measure.degradation(runs, task, sparsity, low)
+                if more.index.intersection(less.index).empty:
+                    continue
+                what = (
+                    f"{task_name(task)} {sparsity_label(sparsity)}: {name} degradation "
+                    f"f={high:g} − f={low:g}"
                 )
-                if gap.n:
-                    text = (
-                        f"{task_name(task)} {sparsity_label(sparsity)}: {name} degradation "
-                        f"f={high:g} − f={low:g} {gap.text(3, unit)}"
-                    )
-                    checks.append((above(gap, 0.0), text))
+                checks.append(_increase(more, less, what, unit))
     return from_checks("d", statement, checks, "needs two tasks or two fractions.")
 
 

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 
 from analysis.spdf_tables import zeroshot_main_metric
-from analysis.stats import mean_ci, summarize
+from analysis.stats import summarize
+from analysis.verdicts import paired
 
 ACCURACY = ("acc_norm", "acc")  # averaged into a main table's zero-shot score
 
@@ -38,7 +39,8 @@ def paired_delta(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
         if reference not in by_seed:
             mean = ci = math.nan
         else:
-            mean, ci, _ = mean_ci(by_seed[variant] - by_seed[reference])
+            delta = paired(by_seed[variant], by_seed[reference])
+            mean, ci = delta.mean, delta.half
         out.append((variant, mean, ci))
     return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
 
