@@ -122,7 +122,7 @@ def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
     pre = expand(f"{RESULTS}/{study}/pretrain/s{{s}}_seed{{seed}}/metrics.json",
                  s=map(fmt, g["sparsities"]), seed=g["seeds"])
     zero = expand(f"{RESULTS}/{study}/eval_zeroshot/s{{s}}_seed{{seed}}/metrics.json",
-                  s=map(fmt, g["sparsities"]), seed=g["seeds"])
+                  s=map(fmt, g["sparsities"]), seed=g["seeds"]) if g["zeroshot_tasks"] else []
     grid = dict(task=g["tasks"], s=list(map(fmt, g["sparsities"])),
                 f=list(map(fmt, g["fractions"])), seed=g["seeds"])
     ft = expand(f"{RESULTS}/{study}/finetune/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
@@ -138,11 +138,21 @@ def variant_overrides(variant: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def variant_stages(grid: dict) -> tuple[str, ...]:
+    """A variant study's stages: zero-shot scoring only when the grid names tasks."""
+    return ("pretrain", "eval_zeroshot") if grid["zeroshot_tasks"] else ("pretrain",)
+
+
+def finetune_overrides(study: str) -> str:
+    """The SPDF grid's extra fine-tuning overrides (equal steps at every fraction, say)."""
+    return SPDF.get("finetune_overrides", "") if study == "spdf" else ""
+
+
 def raptr_runs() -> dict[str, list[str]]:
     """Every metrics.json the RaPTr grid of this scale makes."""
     runs = dict(variant=list(RAPTR["variants"]), seed=RAPTR["seeds"])
     return {stage: expand(f"{RESULTS}/raptr/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
-            for stage in ("pretrain", "eval_zeroshot")}
+            for stage in variant_stages(RAPTR)}
 
 
 def sqhead_targets() -> list[str]:
@@ -213,7 +223,7 @@ def mst_runs() -> dict[str, list[str]]:
     """Every metrics.json the MST grid of this scale makes."""
     runs = dict(variant=list(MST["variants"]), seed=MST["seeds"])
     return {stage: expand(f"{RESULTS}/mst/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
-            for stage in ("pretrain", "eval_zeroshot")}
+            for stage in variant_stages(MST)}
 
 
 onstart:

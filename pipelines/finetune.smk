@@ -18,6 +18,7 @@ rule finetune:
                              str(Path(output[0]).parent), wc.study),
             f"pretrained={Path(input.pretrained).parent} task={wc.task}",
             f"task.fraction={wc.fraction} seed={wc.seed}",
+            finetune_overrides(wc.study),
         ]),
     resources:
         gpu_share=TRAIN_GPU_SHARE,

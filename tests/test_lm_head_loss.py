@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
-from sparselm.lm_head_loss import ChunkedHeadLoss
+from sparselm.lm_head_loss import ChunkedHeadLoss, LabelledRowsHeadLoss
 from sparselm.model import lm_loss
 from sparselm.optim import OptimConfig, build_adamw
 from sparselm.train import TrainConfig, TrainRun, open_loop, train
@@ -43,6 +43,23 @@ def test_loss_and_gradients_equal_the_full_logits_cross_entropy(chunk):
     torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(gh, 3.0 * ref_gh, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(gw, 3.0 * ref_gw, atol=1e-6, rtol=1e-5)
+
+
+def test_labelled_rows_loss_and_gradients_equal_the_full_logits_cross_entropy():
+    """The head on labelled rows only: same loss and gradients (ignored rows get exactly zero
+    hidden-state gradient); in fp64 the only difference is summation order."""
+    hidden, weight, labels = (
+        t.detach().double() if t.is_floating_point() else t for t in _inputs(ignored=25)
+    )
+    hidden.requires_grad_(), weight.requires_grad_()
+    loss = LabelledRowsHeadLoss()(hidden, weight, labels)
+    gh, gw = torch.autograd.grad(loss, (hidden, weight))
+    ref, ref_gh, ref_gw = _reference(hidden, weight, labels)
+    torch.testing.assert_close(loss, ref, atol=1e-13, rtol=1e-13)
+    torch.testing.assert_close(gh, ref_gh, atol=1e-13, rtol=1e-12)
+    torch.testing.assert_close(gw, ref_gw, atol=1e-13, rtol=1e-12)
+    assert torch.all(gh[labels == -100] == 0)
+    assert math.isnan(float(LabelledRowsHeadLoss()(hidden, weight, torch.full_like(labels, -100))))
 
 
 def test_losses_upcast_to_at_least_fp32_and_keep_fp64():

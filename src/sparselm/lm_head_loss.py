@@ -121,3 +121,20 @@ class ChunkedHeadLoss:
         return _ChunkedLinearCE.apply(
             flat, weight, labels.reshape(-1), self.chunk, compute_dtype, self.compiled
         )
+
+
+@dataclass(frozen=True)
+class LabelledRowsHeadLoss:
+    """Mean next-token cross-entropy with the LM head applied only to positions that carry a
+    label. Fine-tuning labels the completion alone (prompt and padding are -100): on E2E about
+    two thirds of the head's matmuls and softmax rows would be computed and thrown away. The
+    loss is the full-logits loss up to float rounding (fewer rows, the same sums)."""
+
+    def __call__(self, hidden: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        targets = labels.reshape(-1)
+        rows = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+        logits = torch.nn.functional.linear(flat.index_select(0, rows), weight)
+        logits = logits.to(accum_dtype(logits.dtype))
+        # no labelled row: 0/0 = nan, as F.cross_entropy over an all-ignored batch
+        return torch.nn.functional.cross_entropy(logits, targets.index_select(0, rows))

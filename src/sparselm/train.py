@@ -29,7 +29,7 @@ from sparselm.distributed import SINGLE, DistContext
 from sparselm.errors import ConfigError, DataError, TrainingDivergedError
 from sparselm.flops import FlopLedger
 from sparselm.hooks import TrainHook
-from sparselm.lm_head_loss import ChunkedHeadLoss
+from sparselm.lm_head_loss import ChunkedHeadLoss, LabelledRowsHeadLoss
 from sparselm.model import GPT, lm_loss
 from sparselm.optim import OptimConfig
 from sparselm.progress import Progress
@@ -68,6 +68,9 @@ class TrainConfig:
     # tokens per chunk of the LM head + cross-entropy (lm_head_loss.py); 0: full logits. Used
     # where the loss is the plain LM loss of a sparselm GPT (no hook reads the logits)
     loss_chunk: int = 0
+    # all | labelled: apply the LM head only where a label is set (fine-tuning's completions);
+    # same conditions as loss_chunk, which takes precedence when both are set
+    head_rows: str = "all"
 
 
 @dataclass
@@ -138,7 +141,7 @@ class _Loop:
         if run.cfg.compile:
             _compile_blocks(run.model, run.cfg.compile_mode)
             self.loss_fn = torch.compile(lm_loss, mode=run.cfg.compile_mode)
-        self.head_loss = _chunked_head_loss(run)
+        self.head_loss = _head_loss(run)
         self.last_val: float | None = None
         self.last_train: float | None = None
         self.wall = 0.0
@@ -379,15 +382,20 @@ def _truncate_log(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _chunked_head_loss(run: TrainRun) -> ChunkedHeadLoss | None:
-    """The chunked LM-head loss when ``train.loss_chunk`` asks for it and it computes the same
-    loss: the model is a sparselm GPT and no hook adds a loss term (those read the logits)."""
+def _head_loss(run: TrainRun) -> ChunkedHeadLoss | LabelledRowsHeadLoss | None:
+    """A loss that never builds the full logits, when ``train.loss_chunk`` or
+    ``train.head_rows=labelled`` asks for one and it computes the same loss: the model is a
+    sparselm GPT and no hook adds a loss term (those read the logits)."""
     if run.cfg.loss_chunk < 0:
         raise ConfigError(f"train.loss_chunk={run.cfg.loss_chunk} must be >= 0 (0: full logits)")
+    if run.cfg.head_rows not in ("all", "labelled"):
+        raise ConfigError(f"train.head_rows={run.cfg.head_rows!r} is unknown; allowed: all, labelled")
     reads_logits = any(type(h).extra_losses is not TrainHook.extra_losses for h in run.hooks)
-    if run.cfg.loss_chunk == 0 or reads_logits or not isinstance(run.model, GPT):
+    if reads_logits or not isinstance(run.model, GPT):
         return None
-    return ChunkedHeadLoss(run.cfg.loss_chunk, compiled=run.cfg.compile)
+    if run.cfg.loss_chunk > 0:
+        return ChunkedHeadLoss(run.cfg.loss_chunk, compiled=run.cfg.compile)
+    return LabelledRowsHeadLoss() if run.cfg.head_rows == "labelled" else None
 
 
 def _compile_blocks(model: nn.Module, mode: str) -> None:
