@@ -28,7 +28,9 @@ VERDICTS = (HELD, FAILED, INCONCLUSIVE, UNTESTABLE)
 
 RULES_MD = (
     "Each claim compares one quantity with a tolerance, using its 95 % interval (Student t "
-    "over seeds, on differences paired by seed: same seed, same data order, same test inputs). "
+    "over seeds, on differences paired by seed: same seed, same data order, same test inputs; "
+    "a BLEU difference between two models adds sacrebleu's paired bootstrap over the test "
+    "inputs to the seed spread). "
     "**HELD** / **DID NOT HOLD** only when the whole interval lies on one side of the "
     "tolerance; **INCONCLUSIVE** when it straddles it or when one seed gives no interval; "
     "**NOT TESTABLE** when a stated precondition fails. A claim over several checks holds "
@@ -57,6 +59,7 @@ class Interval:
     mean: float
     half: float
     n: int
+    inputs: int = 0  # > 0: the half-width also covers resampling this many test inputs
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Interval:
@@ -64,7 +67,8 @@ class Interval:
 
     @property
     def resolved(self) -> bool:
-        return self.n >= 2 and math.isfinite(self.mean) and math.isfinite(self.half)
+        enough = self.n >= 2 or (self.n == 1 and self.inputs > 0)
+        return enough and math.isfinite(self.mean) and math.isfinite(self.half)
 
     @property
     def lo(self) -> float:
@@ -79,9 +83,10 @@ class Interval:
             return "–"
         if not self.resolved:
             return f"{self.mean:+.{digits}f}{unit} (n={self.n}, no interval)"
+        size = f"n={self.n}" + (f" seeds × {self.inputs} inputs, bootstrap" if self.inputs else "")
         return (
             f"{self.mean:+.{digits}f}{unit} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}] "
-            f"(n={self.n})"
+            f"({size})"
         )
 
 

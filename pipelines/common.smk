@@ -144,8 +144,17 @@ def variant_stages(grid: dict) -> tuple[str, ...]:
 
 
 def finetune_overrides(study: str) -> str:
-    """The SPDF grid's extra fine-tuning overrides (equal steps at every fraction, say)."""
-    return SPDF.get("finetune_overrides", "") if study == "spdf" else ""
+    """A study's extra fine-tuning overrides: SPDF's (equal steps at every fraction, say) or
+    the SquareHead teacher's (trained until it beats its students)."""
+    grid = {"spdf": SPDF, "squarehead": SQHEAD}[study]
+    return grid.get("teacher_overrides" if study == "squarehead" else "finetune_overrides", "")
+
+
+def pretrained_run(wc) -> str:
+    """The checkpoint a fine-tuning job starts from: SquareHead's teacher starts from the SPDF
+    study's dense pre-training run of the same seed (shared, not trained twice)."""
+    study = "spdf" if wc.study == "squarehead" else wc.study
+    return f"{RESULTS}/{study}/pretrain/s{wc.sparsity}_seed{wc.seed}/metrics.json"
 
 
 def raptr_runs() -> dict[str, list[str]]:
@@ -161,9 +170,13 @@ def sqhead_targets() -> list[str]:
             + [f"nm{p.replace(':', 'x')}" for p in SQHEAD["nm"]])
 
 
+SQHEAD_TEACHER = "{task}/s0.0_f1.0_seed{seed}/metrics.json"
+
+
 def sqhead_teacher(wc) -> str:
-    """The SquareHead teacher: the SPDF study's dense model fine-tuned on the full task pool."""
-    return f"{RESULTS}/spdf/finetune/{wc.task}/s0.0_f1.0_seed{wc.seed}/metrics.json"
+    """The SquareHead teacher: the SPDF study's dense pre-trained model fine-tuned on the full
+    task pool with the grid's teacher_overrides, in squarehead/finetune/."""
+    return f"{RESULTS}/squarehead/finetune/" + SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
 
 
 def prune_target_overrides(target: str) -> str:
@@ -189,7 +202,7 @@ def sqhead_runs() -> dict[str, list[str]]:
         "eval_teacher_nlg": expand(
             f"{RESULTS}/squarehead/eval_teacher_nlg/{{task}}/dense_seed{{seed}}/metrics.json",
             task=[g["task"]], seed=g["seeds"]),
-        "teacher": expand(f"{RESULTS}/spdf/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json",
+        "teacher": expand(f"{RESULTS}/squarehead/finetune/{SQHEAD_TEACHER}",
                           task=[g["task"]], seed=g["seeds"]),
     }
 

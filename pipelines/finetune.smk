@@ -3,7 +3,7 @@
 
 rule finetune:
     input:
-        pretrained=f"{RESULTS}/{{study}}/pretrain/s{{sparsity}}_seed{{seed}}/metrics.json",
+        pretrained=pretrained_run,
     output:
         f"{RESULTS}/{{study}}/finetune/{{task}}/s{{sparsity}}_f{{fraction}}_seed{{seed}}/metrics.json",
     log:

@@ -18,6 +18,7 @@ Rank rules the training loop relies on:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -137,6 +138,8 @@ def is_sharded(model: nn.Module) -> bool:
     """True when FSDP2 has sharded ``model`` (its parameters are DTensors)."""
     if not dist.is_available():  # builds without torch.distributed cannot shard anything
         return False
+    if "torch.distributed.fsdp" not in sys.modules:
+        return False  # nothing imported FSDP, so nothing was sharded (its import costs ~1.5 s)
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
