@@ -127,7 +127,10 @@ def claim_zeroshot(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     statement = f"MST's zero-shot average is within {ZEROSHOT_TOLERANCE:g} points of dense"
     mst, dense = _row(main, MST), _row(main, DENSE)
     if mst is None or dense is None or not math.isfinite(mst["zeroshot_acc_delta_mean"]):
-        return Claim("c", statement, UNTESTABLE, "needs zero-shot scores of dense and mst.")
+        return Claim("c", statement, UNTESTABLE, (
+            "needs zero-shot scores of dense and mst; the grid's zeroshot_tasks is empty at "
+            "`tiny`, where every zero-shot task scored at chance."
+        ))  # fmt: skip
     acc = zeroshot_accuracy(runs)
     by_seed = {v: 100.0 * acc[acc["variant"] == v].set_index("seed")["value"] for v in (MST, DENSE)}
     delta = paired(by_seed[MST], by_seed[DENSE])

@@ -1,5 +1,6 @@
-# SquareHead study (methods/squarehead.md): the dense fine-tuned model of the SPDF study (s0.0,
-# fraction 1.0, same seed) is the teacher; it is pruned at each sparsity (magnitude, SparseGPT)
+# SquareHead study (methods/squarehead.md): the SPDF study's dense pre-trained model (same seed),
+# fine-tuned on the task by the shared finetune rule into squarehead/finetune/ with the grid's
+# teacher_overrides, is the teacher; it is pruned at each sparsity (magnitude, SparseGPT)
 # and fine-tuned with the mask fixed under each loss (CE, CE+KL, CE+SquareHead); every student
 # and the teacher are scored with lm-eval; tables and figures -> reports/squarehead.md.
 

@@ -45,10 +45,13 @@ def test_every_student_ran_kept_its_mask_and_was_scored(study):
         assert m["mask_zero_outside"] and m["mask_nnz_unchanged"], path
         target = float(path.parent.name.split("_s")[1].split("_")[0])
         assert m["mask_sparsity"] == pytest.approx(target, abs=5e-3), path
-    # the teacher is the SPDF study's dense fine-tuned model, trained once and shared
+    # the teacher is fine-tuned by this study (its own teacher_overrides) from the SPDF
+    # study's dense pre-training run of the same seed, which both studies share
     cfg = yaml.safe_load((res / "sparse_finetune" / task / "sparsegpt_s0.9_ce_seed0" /
                           "config.yaml").read_text())  # fmt: skip
-    assert cfg["teacher"].endswith(f"spdf/finetune/{task}/s0.0_f1.0_seed0")
+    assert cfg["teacher"].endswith(f"squarehead/finetune/{task}/s0.0_f1.0_seed0")
+    teacher = yaml.safe_load((res / "finetune" / task / "s0.0_f1.0_seed0" / "config.yaml").read_text())
+    assert teacher["pretrained"].endswith("spdf/pretrain/s0.0_seed0")
     assert cfg["distill"]["squarehead"] == 0.0 and cfg["prune"]["calibration_samples"] == 16
 
 
