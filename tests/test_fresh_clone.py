@@ -101,8 +101,10 @@ def test_every_reproduce_target_schedules_its_whole_dag_on_a_fresh_clone(data_di
     assert plain == forced  # nothing counts as done, and nothing is left out
     for target in TARGETS:
         assert plain[target] == 1 and plain[target.replace("reproduce", "report")] == 1
-    assert sum(plain.values()) > 200  # the four tiny studies, not a handful of report jobs
-    assert plain["pretrain"] == 6 and plain["eval_nlg"] == 36  # SPDF at tiny: 91 jobs
+    assert sum(plain.values()) > 100  # the four tiny studies, not a handful of report jobs
+    # SPDF at tiny: 9 pre-training runs (SquareHead's teachers start from three of them) and
+    # 18 fine-tuned E2E models scored
+    assert plain["pretrain"] == 9 and plain["eval_nlg"] == 18
 
 
 def _generated(tmp_path: Path, scale: str) -> Path:
