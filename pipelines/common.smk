@@ -176,7 +176,8 @@ SQHEAD_TEACHER = "{task}/s0.0_f1.0_seed{seed}/metrics.json"
 def sqhead_teacher(wc) -> str:
     """The SquareHead teacher: the SPDF study's dense pre-trained model fine-tuned on the full
     task pool with the grid's teacher_overrides, in squarehead/finetune/."""
-    return f"{RESULTS}/squarehead/finetune/" + SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
+    teacher = SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
+    return f"{RESULTS}/squarehead/finetune/{teacher}"
 
 
 def prune_target_overrides(target: str) -> str:
