@@ -136,3 +136,12 @@ def test_a_variant_that_names_no_method_fails_before_any_job(data_dir, tmp_path)
     assert proc.returncode != 0
     assert "compare.grids.smoke.variants.dense" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_the_slurm_profile_gives_the_studys_gpu_rules_a_gpu():
+    profile = yaml.safe_load((ROOT / "pipelines/profiles/slurm/config.yaml").read_text())
+    for rule, reference in (("pretrain_compare", "pretrain_mst"),
+                            ("eval_zeroshot_compare", "eval_zeroshot_mst")):  # fmt: skip
+        assert profile["set-resources"][rule] == profile["set-resources"][reference], rule
+        assert profile["set-resources"][rule]["gres"] == "gpu:1"
+        assert profile["set-threads"][rule] == profile["set-threads"][reference]
