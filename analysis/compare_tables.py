@@ -211,16 +211,17 @@ def _paired(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
 
 
 def _reached(table: pd.DataFrame) -> list[str]:
+    """``2.519e+11 FLOPs, 0.631× ± 0.010 dense's (3/3 seeds)`` over the seeds that reached
+    dense's final loss; ``not reached (0/3 seeds)`` when none did."""
     out = []
     for row in table.itertuples(index=False):
-        n, seeds = row.flops_to_dense_n, row.seeds
-        if pd.isna(n) or int(n) == 0:
-            out.append(f"not reached (0/{seeds:.0f} seeds)")
+        n = 0 if pd.isna(row.flops_to_dense_n) else int(row.flops_to_dense_n)
+        if n == 0:
+            out.append(f"not reached (0/{row.seeds:.0f} seeds)")
             continue
-        mean = format_mean_ci(row.flops_to_dense_mean, row.flops_to_dense_ci95, int(n), 0)
-        rel = row.flops_to_dense_rel_mean
-        mean = f"{row.flops_to_dense_mean:.3e}" if int(n) < 2 else mean.split(" ")[0]
-        out.append(f"{mean} = {rel:.3f}× dense's ({int(n)}/{seeds:.0f} seeds)")
+        rel = format_mean_ci(row.flops_to_dense_rel_mean, row.flops_to_dense_rel_ci95, n, 3)
+        rel = rel.replace(" ", "× ", 1) if " ± " in rel else rel.split(" ")[0] + "×"
+        out.append(f"{row.flops_to_dense_mean:.3e}, {rel} dense's ({n}/{row.seeds:.0f} seeds)")
     return out
 
 

@@ -135,6 +135,8 @@ def test_main_table_has_one_row_per_variant_and_says_not_reached():
     assert table.loc["static", "final_val_loss_n"] == len(SEEDS)
     shown = main_markdown(table.reset_index()).set_index("variant")
     assert shown.loc["static", "FLOPs to reach dense's final loss"] == "not reached (0/3 seeds)"
+    reached = "2.524e+11, 0.631× ± 0.000 dense's (3/3 seeds)"  # 10 ** -0.2 of dense's 4e11
+    assert shown.loc["raptr", "FLOPs to reach dense's final loss"] == reached
     assert shown.loc["raptr", "Δ vs dense at equal FLOPs"] == "-0.100 ± 0.000"
     assert shown.loc["dense", "Δ vs dense at equal FLOPs"] == "reference"
 
