@@ -3,6 +3,7 @@
 #   snakemake --cores all reproduce_raptr [--config ...]
 #   snakemake --cores all reproduce_squarehead [--config ...]
 #   snakemake --cores all reproduce_mst [--config ...]
+#   snakemake --cores all reproduce_compare [--config ...]
 
 
 configfile: "pipelines/config/default.yaml"
@@ -20,6 +21,7 @@ include: "pipelines/analysis.smk"
 include: "pipelines/raptr.smk"
 include: "pipelines/squarehead.smk"
 include: "pipelines/mst.smk"
+include: "pipelines/compare.smk"
 
 
 rule reproduce_spdf:
@@ -49,6 +51,14 @@ rule reproduce_mst:
         rules.report_mst.output,
 
 
+rule reproduce_compare:
+    """The comparison study: dense, static sparse, RaPTr, RigL and MST on the same data, tokens
+    per step, seeds and model, each at its own FLOP budget; one table, one loss-vs-FLOPs figure
+    and the report."""
+    input:
+        rules.report_compare.output,
+
+
 rule figures:
     """Regenerate every study's tables and figures from the results already there."""
     input:
@@ -60,3 +70,5 @@ rule figures:
         rules.figures_squarehead.output,
         rules.tables_mst.output,
         rules.figures_mst.output,
+        rules.tables_compare.output,
+        rules.figures_compare.output,

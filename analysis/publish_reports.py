@@ -18,7 +18,7 @@ from pathlib import Path
 
 from analysis.provenance import read_stamp
 
-STUDIES = ("spdf", "raptr", "squarehead", "mst")
+STUDIES = ("spdf", "raptr", "squarehead", "mst", "compare")
 REFERENCE_SCALE = "tiny"
 # a Markdown link or image target that is a relative path
 LINK = re.compile(r"(\]\()(?!https?://|/|#)([^)\s]+)(\))")

@@ -4,8 +4,10 @@ Useful to compare a study while it runs elsewhere. Runs are grouped by study (th
 stage (job type) and run (the run name: ``<stage>-<variant>-seed<N>`` for the variant studies,
 sparsity, task and fraction from the config for SPDF); the table is built by the same function
 as from files. SPDF, RaPTr and MST are supported (SquareHead's students are named by pruner,
-target and loss: read its tables from files). It needs network access and a W&B login, so
-offline (WANDB_MODE=offline, as in tests and ``make``) it stops with a one-line message.
+target and loss, and the comparison study's table reads every run's eval curve and step times,
+which the run summaries do not hold: read those two studies' tables from files). It needs
+network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
+stops with a one-line message.
 Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
 --group raptr --out table.csv``.
 """

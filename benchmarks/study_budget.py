@@ -48,7 +48,7 @@ from sparselm.data.tasks import load_task
 from sparselm.flops import ModelShape, train_flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = ("spdf", "raptr", "squarehead", "mst")
+STUDIES = ("spdf", "raptr", "squarehead", "mst", "compare")
 TRAINING = ("pretrain", "finetune", "sparse_finetune")
 PREFIX = "python -m sparselm.cli."
 

@@ -50,12 +50,14 @@ SPDF = _at_scale("spdf", "grids")
 RAPTR = _at_scale("raptr", "grids")
 SQHEAD = _at_scale("squarehead", "grids")
 MST = _at_scale("mst", "grids")
+COMPARE = _at_scale("compare", "grids")
 for _variant, _source in MST["pinned"].items():
     for _name in (_variant, _source):
         if _name not in MST["variants"]:
             raise ValueError(f"bad study config: key mst.grids.{SCALE}.pinned.{_variant}: "
                              f"{_name!r} is not a variant of the grid")
-for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), ("mst", MST)):
+for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), ("mst", MST),
+                      ("compare", COMPARE)):
     # an unknown eval task fails here, when the DAG is built, not in the eval job
     from sparselm.evaluation.task_names import check_eval_tasks
     from sparselm.errors import ConfigError
@@ -132,10 +134,16 @@ def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
     return {"pretrain": pre, "eval_zeroshot": zero, "finetune": ft, "eval_nlg": nlg}
 
 
+def grid_variant_overrides(grid: dict, variant: str) -> str:
+    """A variant grid's Hydra overrides for one variant (the scale's, then the variant's own),
+    shell-quoted: what the RaPTr and comparison grids run."""
+    words = shlex.split(f"{grid['overrides']} {grid['variants'][variant]}")
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def variant_overrides(variant: str) -> str:
     """The RaPTr grid's Hydra overrides for one variant (after the scale's), shell-quoted."""
-    words = shlex.split(f"{RAPTR['overrides']} {RAPTR['variants'][variant]}")
-    return " ".join(shlex.quote(w) for w in words)
+    return grid_variant_overrides(RAPTR, variant)
 
 
 def variant_stages(grid: dict) -> tuple[str, ...]:
@@ -157,11 +165,21 @@ def pretrained_run(wc) -> str:
     return f"{RESULTS}/{study}/pretrain/s{wc.sparsity}_seed{wc.seed}/metrics.json"
 
 
+def variant_runs(study: str, grid: dict) -> dict[str, list[str]]:
+    """Every metrics.json a variant grid (``<variant>_seed<seed>`` runs) of this scale makes."""
+    runs = dict(variant=list(grid["variants"]), seed=grid["seeds"])
+    return {stage: expand(f"{RESULTS}/{study}/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
+            for stage in variant_stages(grid)}
+
+
 def raptr_runs() -> dict[str, list[str]]:
     """Every metrics.json the RaPTr grid of this scale makes."""
-    runs = dict(variant=list(RAPTR["variants"]), seed=RAPTR["seeds"])
-    return {stage: expand(f"{RESULTS}/raptr/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
-            for stage in variant_stages(RAPTR)}
+    return variant_runs("raptr", RAPTR)
+
+
+def compare_runs() -> dict[str, list[str]]:
+    """Every metrics.json the comparison grid of this scale makes."""
+    return variant_runs("compare", COMPARE)
 
 
 def sqhead_targets() -> list[str]:
@@ -176,7 +194,8 @@ SQHEAD_TEACHER = "{task}/s0.0_f1.0_seed{seed}/metrics.json"
 def sqhead_teacher(wc) -> str:
     """The SquareHead teacher: the SPDF study's dense pre-trained model fine-tuned on the full
     task pool with the grid's teacher_overrides, in squarehead/finetune/."""
-    return f"{RESULTS}/squarehead/finetune/" + SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
+    teacher = SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
+    return f"{RESULTS}/squarehead/finetune/{teacher}"
 
 
 def prune_target_overrides(target: str) -> str:

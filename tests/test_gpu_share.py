@@ -41,7 +41,7 @@ def test_the_local_profile_offers_one_gpu():
 @pytest.mark.parametrize(
     ("target", "scale"),
     [("reproduce_spdf", "gpu"), ("reproduce_spdf", "gpu_smoke"), ("reproduce_spdf", "smoke")]
-    + [(f"reproduce_{s}", "gpu") for s in ("raptr", "squarehead", "mst")],
+    + [(f"reproduce_{s}", "gpu") for s in ("raptr", "squarehead", "mst", "compare")],
 )
 def test_every_training_and_scoring_job_claims_the_scales_share(target, scale, data_dir, tmp_path):
     shares = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["gpu_share"]

@@ -1,0 +1,187 @@
+"""Write ``reports/compare.md`` from the comparison table and figure under results/ (nothing else).
+
+Run ``analysis.collect --layout variant --study compare`` (-> tables/runs.csv),
+``analysis.compare_tables`` and ``analysis.compare_figures`` first; this module reads their
+outputs and the pre-training ``config.yaml`` / ``train_log.jsonl`` files (what each variant
+ran, each seed's readings for the claims). No dates: the same results give the same file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.collect import load_variant_curves
+from analysis.compare_claims import LOSS_TOLERANCE, TIME_TOLERANCE, evaluate_claims
+from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
+from analysis.mst_runs import RunSpec, load_specs
+from analysis.report_engine import Report, ReportInputError, render_report, report_main
+from analysis.verdicts import Claim
+
+TABLES = {
+    "compare_table_main": "Comparison: final val loss, training FLOPs, loss at equal FLOPs, "
+    "FLOPs to reach dense's loss, step time",
+}
+FIGURES = {"compare_fig_loss_vs_flops": "Val loss vs cumulative training FLOPs"}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    runs: pd.DataFrame  # tables/runs.csv: one row per (run, metric)
+    per_run: pd.DataFrame  # compare_tables.run_table: one row per (variant, seed)
+    main: pd.DataFrame
+    markdown: dict[str, str]
+    figures: dict[str, Path]
+    specs: dict[str, RunSpec]
+    labels: dict[str, tuple[str, str]]
+    n_logs: int
+    tables_dir: Path
+    results_dir: Path
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise ReportInputError(
+            f"{path} is missing; run analysis.collect, compare_tables and compare_figures first"
+        )
+    return path
+
+
+def load_inputs(results_dir: Path) -> Inputs:
+    tables, figures = results_dir / "tables", results_dir / "figures"
+    runs = pd.read_csv(_need(tables / "runs.csv"))
+    return Inputs(
+        runs=runs,
+        per_run=run_table(runs, load_variant_curves(results_dir)),
+        main=pd.read_csv(_need(tables / "compare_table_main.csv")),
+        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
+        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
+        specs=load_specs(results_dir),
+        labels=schedule_labels(results_dir),
+        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
+        tables_dir=tables,
+        results_dir=results_dir,
+    )
+
+
+def _headline(row: pd.Series) -> str:
+    if row["variant"] == DENSE:
+        return f"- `dense`: final val loss {row['final_val_loss_mean']:.3f} (the reference)."
+    reached = int(row["flops_to_dense_n"]) if pd.notna(row["flops_to_dense_n"]) else 0
+    return (
+        f"- `{row['variant']}`: {row['flops_reduction_mean']:.2f}× fewer training FLOPs than "
+        f"dense; at equal FLOPs {row['loss_at_budget_delta_mean']:+.3f} nats from dense; "
+        f"reached dense's final loss in {reached} of {int(row['seeds'])} seed(s); a step took "
+        f"{row['step_time_rel_mean']:.2f}× dense's time for {row['flops_per_step_rel_mean']:.3f}× "
+        "its FLOPs."
+    )
+
+
+def summary(claims: list[Claim], main: pd.DataFrame) -> list[str]:
+    lines = [_headline(row) for _, row in main.iterrows()]
+    return [*lines, "", *[f"- **({c.key}) {c.statement}: {c.verdict}.**" for c in claims]]
+
+
+def what_was_run(inputs: Inputs) -> list[str]:
+    pre = inputs.runs[inputs.runs["stage"] == "pretrain"]
+    tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
+    spec = inputs.specs.get(DENSE) or next(iter(inputs.specs.values()), RunSpec("?"))
+    model, seeds = spec.model, sorted(pre["seed"].unique())
+    budget = float(inputs.main["budget"].iloc[0]) if len(inputs.main) else float("nan")
+    zeroshot = sorted(inputs.runs.loc[inputs.runs["stage"] == "eval_zeroshot", "task"].unique())
+    lines = [
+        f"- Model: `{model.get('name')}` with {model.get('n_layer')} layers, "
+        f"d={model.get('d_model')}, vocabulary {model.get('vocab_size')}, context "
+        f"T={spec.seq_len}; {spec.steps} steps; pre-training tokens per run: "
+        + ", ".join(f"{t:,.0f}" for t in tokens)
+        + f"; FLOP convention `{spec.convention}`.",
+        f"- Seeds: {', '.join(str(int(s)) for s in seeds)}, the same for every variant "
+        "(same initialisation, same data order, same tokens per step).",
+        "- Each variant trains at its own FLOP budget (its method's ledger, metrics.json "
+        "`flops_total`). Validation runs the full model with dense attention on the same "
+        "batches for every run.",
+        f"- Equal-FLOPs budget: {budget:.3e} training FLOPs, the smallest total any run reached; "
+        "each seed's val curve is read there, linearly in log FLOPs between the evals around "
+        "it (never extrapolated).",
+        "- FLOPs to reach dense's final loss: the first crossing of dense's final val loss of "
+        'the same seed, interpolated the same way; "not reached" when the curve never gets '
+        "there.",
+        "- Step time: the median of each run's logged `step_time_s` (training step only, "
+        "evaluation excluded), divided by dense's of the same seed, beside the ledger's FLOPs "
+        "per step over dense's.",
+        "- Zero-shot tasks: " + (", ".join(zeroshot) or "none"),
+        "- Variants (read back from each run's config.yaml and, for MST, the knob its job solved):",
+    ]
+    for variant in ordered_variants(inputs.labels):
+        method, text = inputs.labels[variant]
+        lines.append(f"  - `{variant}` (`method={method}`): {text}")
+    return lines
+
+
+def caveats(inputs: Inputs) -> list[str]:
+    n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
+    spec = inputs.specs.get(DENSE) or next(iter(inputs.specs.values()), RunSpec("?"))
+    return [
+        f"- Scale: {spec.model.get('n_layer')} layers at T={spec.seq_len}, {spec.steps} steps, "
+        f"{n_seeds} seed(s) per variant. The methods' papers make their claims at GPT-2 Small "
+        "size and up; a verdict here is about this scale only.",
+        "- FLOPs saved are not time saved on dense kernels: unstructured masks (static, RigL, "
+        "MST) zero weights that still go through dense matrix products, and RigL and MST pay "
+        "mask updates on top; of the savings the ledger counts, only RaPTr's skipped blocks are "
+        "sure to save time here. The step-time column measures this, beside the FLOP ratio.",
+        "- Step times were measured while jobs ran side by side on shared cores; the median "
+        "of the logged steps damps the noise, pairing by seed does not remove it.",
+        "- A curve read at the equal-FLOPs budget is a point of a longer run: its learning "
+        "rate had not decayed there, as it would in a run trained for that budget, which "
+        "favours the variants whose whole run fits the budget.",
+        "- `static` is MST's static baseline (`method=static_sparse`: random ER masks over "
+        "every linear, the tied head included), not the SPDF study's `sparsity=static` "
+        "(uniform over the block linears, dense head).",
+        "- Claims use the rule under *Claims*: equal-FLOPs claims against a tolerance of "
+        f"{LOSS_TOLERANCE:g} nats, the step-time claim against {TIME_TOLERANCE:g}× the FLOP "
+        "ratio; with one seed there is no interval and every claim is INCONCLUSIVE.",
+        "- `analysis.wandb_compare` does not support `--group compare`: this table needs each "
+        "run's eval curve and step times, which it does not fetch from W&B; read it from the "
+        "files.",
+    ]
+
+
+def provenance(inputs: Inputs) -> list[str]:
+    sources = inputs.runs["source"].nunique()
+    return [
+        f"Every number above comes from {sources} metrics.json files, {inputs.n_logs} "
+        f"train_log.jsonl files and the pre-training config.yaml files under "
+        f"{inputs.results_dir} (listed in `tables/runs.csv`, column `source`). "
+        "No checkpoint was read.",
+    ]
+
+
+def render(inputs: Inputs, out: Path) -> str:
+    claims = evaluate_claims(inputs.per_run)
+    report = Report(
+        title="Comparison: dense, static sparse, RaPTr, RigL and MST",
+        study="compare",
+        spec="this study's questions, docs/studies.md",
+        summary=summary(claims, inputs.main),
+        what_was_run=what_was_run(inputs),
+        claims=claims,
+        caveats=caveats(inputs),
+        provenance=provenance(inputs),
+        tables=TABLES,
+        figures=FIGURES,
+    )
+    return render_report(report, inputs, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return report_main(
+        argv, __doc__.splitlines()[0], "compare", lambda args: load_inputs(args.results), render
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
