@@ -225,9 +225,7 @@ def claim_within_tolerance(runs: pd.DataFrame, measure: Measure = BLEU_MEASURE) 
     checks = []
     for task in tasks:
         delta = (
-            _bleu_bootstrap(runs, task, PAPER_SPARSITY, FULL)
-            if measure is BLEU_MEASURE
-            else None
+            _bleu_bootstrap(runs, task, PAPER_SPARSITY, FULL) if measure is BLEU_MEASURE else None
         ) or paired(
             measure.values(runs, task, PAPER_SPARSITY, FULL), measure.values(runs, task, 0.0, FULL)
         )
@@ -243,9 +241,7 @@ def _bleu_bootstrap(
     with the seed spread (analysis.bleu_bootstrap); None when a seed's generations are missing."""
     rows = runs[(runs["stage"] == "eval_nlg") & (runs["metric"] == BLEU) & (runs["task"] == task)]
     rows = rows[rows["fraction"] == fraction]
-    sources = {
-        s: rows[rows["sparsity"] == s].set_index("seed")["source"] for s in (sparsity, 0.0)
-    }
+    sources = {s: rows[rows["sparsity"] == s].set_index("seed")["source"] for s in (sparsity, 0.0)}
     pairs = []
     for seed in sources[sparsity].index.intersection(sources[0.0].index):
         files = [generations_of(sources[s][seed]) for s in (sparsity, 0.0)]

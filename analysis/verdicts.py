@@ -85,8 +85,7 @@ class Interval:
             return f"{self.mean:+.{digits}f}{unit} (n={self.n}, no interval)"
         size = f"n={self.n}" + (f" seeds × {self.inputs} inputs, bootstrap" if self.inputs else "")
         return (
-            f"{self.mean:+.{digits}f}{unit} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}] "
-            f"({size})"
+            f"{self.mean:+.{digits}f}{unit} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}] ({size})"
         )
 
 

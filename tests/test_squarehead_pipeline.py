@@ -50,7 +50,8 @@ def test_every_student_ran_kept_its_mask_and_was_scored(study):
     cfg = yaml.safe_load((res / "sparse_finetune" / task / "sparsegpt_s0.9_ce_seed0" /
                           "config.yaml").read_text())  # fmt: skip
     assert cfg["teacher"].endswith(f"squarehead/finetune/{task}/s0.0_f1.0_seed0")
-    teacher = yaml.safe_load((res / "finetune" / task / "s0.0_f1.0_seed0" / "config.yaml").read_text())
+    teacher_cfg = res / "finetune" / task / "s0.0_f1.0_seed0" / "config.yaml"
+    teacher = yaml.safe_load(teacher_cfg.read_text())
     assert teacher["pretrained"].endswith("spdf/pretrain/s0.0_seed0")
     assert cfg["distill"]["squarehead"] == 0.0 and cfg["prune"]["calibration_samples"] == 16
 

@@ -389,7 +389,8 @@ def _head_loss(run: TrainRun) -> ChunkedHeadLoss | LabelledRowsHeadLoss | None:
     if run.cfg.loss_chunk < 0:
         raise ConfigError(f"train.loss_chunk={run.cfg.loss_chunk} must be >= 0 (0: full logits)")
     if run.cfg.head_rows not in ("all", "labelled"):
-        raise ConfigError(f"train.head_rows={run.cfg.head_rows!r} is unknown; allowed: all, labelled")
+        allowed = "all, labelled"
+        raise ConfigError(f"train.head_rows={run.cfg.head_rows!r} is unknown; allowed: {allowed}")
     reads_logits = any(type(h).extra_losses is not TrainHook.extra_losses for h in run.hooks)
     if reads_logits or not isinstance(run.model, GPT):
         return None
