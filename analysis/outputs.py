@@ -18,7 +18,8 @@ def write_table(numbers: pd.DataFrame, shown: pd.DataFrame, stem: str, out_dir: 
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     numbers.to_csv(csv, index=False)
     # disable_numparse: keep our rounding ("6.000e+12"), tabulate would re-render it
-    text = shown.to_markdown(index=False, disable_numparse=True) if not shown.empty else "_no data_"
+    empty = "_no rows: the runs behind this table were not part of this scale's grid_"
+    text = shown.to_markdown(index=False, disable_numparse=True) if not shown.empty else empty
     md.write_text(text + "\n")
     return [csv, md]
 
