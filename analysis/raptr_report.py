@@ -24,7 +24,13 @@ from analysis.raptr_runs import (
     ordered_variants,
     schedule_label,
 )
-from analysis.report_engine import Report, ReportInputError, render_report, report_main
+from analysis.report_engine import (
+    Report,
+    ReportInputError,
+    files_provenance,
+    render_report,
+    report_main,
+)
 from analysis.verdicts import Claim
 
 TABLES = {
@@ -136,16 +142,6 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def provenance(inputs: Inputs) -> list[str]:
-    sources = inputs.runs["source"].nunique()
-    return [
-        f"Every number above comes from {sources} metrics.json files, {inputs.n_logs} "
-        f"train_log.jsonl files and the pre-training config.yaml files under "
-        f"{inputs.results_dir} (listed in `tables/runs.csv`, column `source`). "
-        "No checkpoint was read.",
-    ]
-
-
 def render(inputs: Inputs, out: Path) -> str:
     claims = evaluate_claims(inputs.main, inputs.transitions, inputs.runs)
     report = Report(
@@ -156,7 +152,7 @@ def render(inputs: Inputs, out: Path) -> str:
         what_was_run=what_was_run(inputs),
         claims=claims,
         caveats=caveats(inputs),
-        provenance=provenance(inputs),
+        provenance=files_provenance(inputs),
         tables=TABLES,
         figures=FIGURES,
     )

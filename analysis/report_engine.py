@@ -60,6 +60,17 @@ class ReportInputError(Exception):
     """A table or figure the report needs is missing; the message says which."""
 
 
+def files_provenance(inputs: Any) -> list[str]:
+    """The provenance line of a variant study: every number traced to files under results/."""
+    sources = inputs.runs["source"].nunique()
+    return [
+        f"Every number above comes from {sources} metrics.json files, {inputs.n_logs} "
+        f"train_log.jsonl files and the pre-training config.yaml files under "
+        f"{inputs.results_dir} (listed in `tables/runs.csv`, column `source`). "
+        "No checkpoint was read.",
+    ]
+
+
 def _cell(text: str) -> str:
     # a literal "|" (as in |ΔBLEU|) would split the Markdown table cell
     return text.replace("|", "\\|")
