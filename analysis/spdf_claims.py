@@ -239,6 +239,8 @@ def _bleu_bootstrap(
 ) -> Interval | None:
     """ΔBLEU (sparse − dense) with sacrebleu's paired bootstrap over the test inputs combined
     with the seed spread (analysis.bleu_bootstrap); None when a seed's generations are missing."""
+    if "source" not in runs:  # a frame without file paths: seed-paired only
+        return None
     rows = runs[(runs["stage"] == "eval_nlg") & (runs["metric"] == BLEU) & (runs["task"] == task)]
     rows = rows[rows["fraction"] == fraction]
     sources = {s: rows[rows["sparsity"] == s].set_index("seed")["source"] for s in (sparsity, 0.0)}

@@ -79,3 +79,36 @@ def test_generations_file_is_found_beside_metrics(tmp_path):
     assert generations_of(metrics) is None
     _write(tmp_path / "run" / "generations" / "sparselm_e2e_nlg.jsonl", ["x"], [["x"]])
     assert generations_of(metrics).name == "sparselm_e2e_nlg.jsonl"
+
+
+def test_spdf_bleu_claim_uses_the_bootstrap_when_generations_are_saved(tmp_path):
+    """One seed: without generations there is no interval (INCONCLUSIVE); with them the
+    bootstrap over inputs gives one, and a clear BLEU gap is resolved."""
+    import pandas as pd
+
+    from analysis.spdf_claims import BLEU_MEASURE, claim_within_tolerance
+
+    refs = _refs(80)
+    rng = random.Random(4)
+    outputs = {0.0: [r[0] for r in refs], 0.75: [" ".join(rng.sample(WORDS, 5)) for _ in refs]}
+    rows = []
+    for sparsity, outs in outputs.items():
+        run = tmp_path / f"s{sparsity}"
+        _write(run / "generations" / "sparselm_e2e_nlg.jsonl", outs, refs)
+        rows.append(
+            {
+                "stage": "eval_nlg",
+                "task": "e2e",
+                "sparsity": sparsity,
+                "fraction": 1.0,
+                "seed": 0,
+                "metric": "bleu",
+                "value": 50.0 if sparsity == 0.0 else 5.0,
+                "source": str(run / "metrics.json"),
+            }  # fmt: skip
+        )
+    runs = pd.DataFrame(rows)
+    with_files = claim_within_tolerance(runs, BLEU_MEASURE)
+    assert "bootstrap" in with_files.evidence and with_files.verdict == "DID NOT HOLD"
+    without = claim_within_tolerance(runs.drop(columns="source"), BLEU_MEASURE)
+    assert "no interval" in without.evidence and without.verdict == "INCONCLUSIVE"
