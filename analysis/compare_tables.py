@@ -9,7 +9,6 @@ and Markdown ("mean ± 95 % CI" over seeds).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -20,7 +19,7 @@ import pandas as pd
 
 from analysis import mst_runs, raptr_runs
 from analysis.collect import collect_variants, load_variant_curves
-from analysis.outputs import write_table
+from analysis.outputs import variant_outputs_main, write_table
 from analysis.stats import format_mean_ci
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
 
@@ -258,16 +257,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/compare"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
-    args = parser.parse_args(argv)
-    if collect_variants(args.results, "compare").empty:
-        print(f"compare_tables: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_tables(args.results, args.out or args.results / "tables"):
-        print(path)
-    return 0
+    return variant_outputs_main(argv, __doc__, "compare", "tables", write_tables)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from analysis.mst_runs import (
     update_stats,
 )
 from analysis.mst_tables import main_table
-from analysis.outputs import save_figure
+from analysis.outputs import save_figure, variant_outputs_main
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
 KINDS = ("qkv", "attn_out", "mlp_in", "mlp_out", "lm_head")
@@ -190,16 +189,7 @@ def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/mst"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/figures")
-    args = parser.parse_args(argv)
-    if collect_variants(args.results).empty:
-        print(f"mst_figures: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_figures(args.results, args.out or args.results / "figures"):
-        print(path)
-    return 0
+    return variant_outputs_main(argv, __doc__, "mst", "figures", write_figures)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import pandas as pd
 
 from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, RunSpec, budget, load_specs, ordered_variants, schedule_label
-from analysis.outputs import write_table
+from analysis.outputs import variant_outputs_main, write_table
 from analysis.stats import format_mean_ci
 from analysis.variant_stats import (
     paired_delta,
@@ -163,16 +162,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/mst"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
-    args = parser.parse_args(argv)
-    if collect_variants(args.results).empty:
-        print(f"mst_tables: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_tables(args.results, args.out or args.results / "tables"):
-        print(path)
-    return 0
+    return variant_outputs_main(argv, __doc__, "mst", "tables", write_tables)
 
 
 if __name__ == "__main__":

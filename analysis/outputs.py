@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -34,3 +37,27 @@ def save_figure(fig: Figure, data: pd.DataFrame, stem: str, out_dir: Path) -> li
     fig.savefig(paths[1], bbox_inches="tight", metadata=PDF_METADATA)
     data.to_csv(paths[2], index=False)
     return paths
+
+
+def variant_outputs_main(
+    argv: Sequence[str] | None,
+    doc: str,
+    study: str,
+    kind: str,
+    write: Callable[[Path, Path], list[Path]],
+) -> int:
+    """The command line of a variant study's tables or figures module: ``--results`` (default
+    results/<study>) and ``--out`` (default <results>/<kind>); one error line when no run is
+    there."""
+    from analysis.collect import collect_variants  # collect imports pandas-heavy readers
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
+    parser.add_argument("--out", type=Path, default=None, help=f"default: <results>/{kind}")
+    args = parser.parse_args(argv)
+    if collect_variants(args.results, study).empty:
+        print(f"{study}_{kind}: no metrics.json found under {args.results}", file=sys.stderr)
+        return 1
+    for path in write(args.results, args.out or args.results / kind):
+        print(path)
+    return 0

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.collect import collect_variants, load_variant_curves
-from analysis.outputs import save_figure
+from analysis.outputs import save_figure, variant_outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
@@ -250,16 +249,7 @@ def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/raptr"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/figures")
-    args = parser.parse_args(argv)
-    if collect_variants(args.results).empty:
-        print(f"raptr_figures: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_figures(args.results, args.out or args.results / "figures"):
-        print(path)
-    return 0
+    return variant_outputs_main(argv, __doc__, "raptr", "figures", write_figures)
 
 
 if __name__ == "__main__":
