@@ -253,9 +253,7 @@ def mst_pin_source(wildcards) -> list[str]:
 
 def mst_runs() -> dict[str, list[str]]:
     """Every metrics.json the MST grid of this scale makes."""
-    runs = dict(variant=list(MST["variants"]), seed=MST["seeds"])
-    return {stage: expand(f"{RESULTS}/mst/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
-            for stage in variant_stages(MST)}
+    return variant_runs("mst", MST)
 
 
 onstart:
