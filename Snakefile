@@ -17,11 +17,8 @@ include: "pipelines/data.smk"
 include: "pipelines/pretrain.smk"
 include: "pipelines/finetune.smk"
 include: "pipelines/evaluate.smk"
-include: "pipelines/analysis.smk"
-include: "pipelines/raptr.smk"
 include: "pipelines/squarehead.smk"
-include: "pipelines/mst.smk"
-include: "pipelines/compare.smk"
+include: "pipelines/analysis.smk"
 
 
 rule reproduce_spdf:
@@ -62,13 +59,4 @@ rule reproduce_compare:
 rule figures:
     """Regenerate every study's tables and figures from the results already there."""
     input:
-        rules.tables_spdf.output,
-        rules.figures_spdf.output,
-        rules.tables_raptr.output,
-        rules.figures_raptr.output,
-        rules.tables_squarehead.output,
-        rules.figures_squarehead.output,
-        rules.tables_mst.output,
-        rules.figures_mst.output,
-        rules.tables_compare.output,
-        rules.figures_compare.output,
+        [getattr(rules, f"{kind}_{study}").output for study in STUDIES for kind in ("tables", "figures")],

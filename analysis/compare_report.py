@@ -26,13 +26,11 @@ from analysis.report_engine import (
     render_report,
     report_main,
 )
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import Claim
 
-TABLES = {
-    "compare_table_main": "Comparison: final val loss, training FLOPs, loss at equal FLOPs, "
-    "FLOPs to reach dense's loss, step time",
-}
-FIGURES = {"compare_fig_loss_vs_flops": "Val loss vs cumulative training FLOPs"}
+_DECLARED = load_declaration("compare")
+TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/compare.yaml
 
 
 @dataclass(frozen=True)

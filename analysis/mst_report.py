@@ -31,20 +31,11 @@ from analysis.report_engine import (
     render_report,
     report_main,
 )
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
 
-TABLES = {
-    "mst_table_main": "Main comparison: final val loss and perplexity, training FLOPs, wall "
-    "clock, zero-shot accuracy",
-    "mst_table_budget": "FLOP budget: what each variant's budget fixed, and where FLOPs go",
-    "mst_table_zeroshot": "Zero-shot evaluation of the final checkpoints (dense attention)",
-}
-FIGURES = {
-    "mst_fig_sparsity_schedule": "Sparsity schedule: target, realised masks, attention density",
-    "mst_fig_loss_curves": "Val loss vs step and vs cumulative training FLOPs",
-    "mst_fig_flops_vs_ppl": "Final val perplexity vs training FLOPs (relative to dense)",
-    "mst_fig_drop_grow": "Mask updates: pruned and grown fractions, churn, density",
-}
+_DECLARED = load_declaration("mst")
+TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/mst.yaml
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.provenance import read_stamp
+from analysis.study_declaration import declared_studies
 
-STUDIES = ("spdf", "raptr", "squarehead", "mst", "compare")
+STUDIES = tuple(declared_studies())  # pipelines/studies/<study>.yaml
 REFERENCE_SCALE = "tiny"
 # a Markdown link or image target that is a relative path
 LINK = re.compile(r"(\]\()(?!https?://|/|#)([^)\s]+)(\))")

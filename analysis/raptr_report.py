@@ -31,20 +31,11 @@ from analysis.report_engine import (
     render_report,
     report_main,
 )
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import Claim
 
-TABLES = {
-    "raptr_table_main": "Main comparison: final full-model val loss, FLOPs, wall clock, "
-    "zero-shot accuracy",
-    "raptr_table_zeroshot": "Zero-shot evaluation of the final checkpoints (full model)",
-    "raptr_table_transitions": "Loss across stage boundaries",
-}
-FIGURES = {
-    "raptr_fig_loss_vs_flops": "Full-model val loss vs cumulative training FLOPs",
-    "raptr_fig_loss_vs_steps_transitions": "Loss vs step around RaPTr's stage transitions",
-    "raptr_fig_ablation": "RaPTr ablation: fixed layers × scaling",
-    "raptr_fig_schedule": "Schedules: expected and sampled path length per step",
-}
+_DECLARED = load_declaration("raptr")
+TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/raptr.yaml
 
 
 @dataclass(frozen=True)

@@ -19,19 +19,10 @@ import yaml
 from analysis.report_engine import Report, ReportInputError, render_report, report_main
 from analysis.spdf_claims import Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
+from analysis.study_declaration import load_declaration
 
-TABLES = {
-    "spdf_table_main": "Main comparison (spdf.md §7): BLEU at fine-tuning fraction 1.0, "
-    "pre-training FLOPs and validation loss",
-    "spdf_table_zeroshot": "Zero-shot evaluation of the pre-trained checkpoints",
-    "spdf_table_rel_drop": "BLEU relative to the dense model at the same task and fraction",
-}
-FIGURES = {
-    "spdf_fig_flops_vs_metric": "BLEU (f=1.0) vs total pre-training FLOPs",
-    "spdf_fig_rel_degradation": "BLEU change vs dense, tasks by train size and by difficulty",
-    "spdf_fig_pretrain_curves": "Pre-training validation loss vs tokens",
-    "spdf_fig_drop_heatmap": "Relative BLEU drop over sparsity × fine-tuning fraction",
-}
+_DECLARED = load_declaration("spdf")
+TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/spdf.yaml
 
 
 @dataclass(frozen=True)

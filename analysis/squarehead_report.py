@@ -18,17 +18,11 @@ import pandas as pd
 
 from analysis.report_engine import Report, ReportInputError, render_report, report_main
 from analysis.squarehead_runs import PRUNER_LABELS
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import UNTESTABLE, Claim, above, from_checks, paired
 
-TABLES = {
-    "sqhead_table_main": "Scores per pruner, sparsity and loss (mean ± 95 % CI over seeds)",
-    "sqhead_table_gap": "Held-out loss above the dense teacher's, after pruning and after FT",
-}
-FIGURES = {
-    "sqhead_fig_acc_vs_sparsity": "Quality vs sparsity, one line per loss and pruner",
-    "sqhead_fig_loss_curves": "Training CE at the highest sparsity, per loss",
-    "sqhead_fig_layerwise_error": "Per-layer error against the teacher at the highest sparsity",
-}
+_DECLARED = load_declaration("squarehead")
+TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/squarehead.yaml
 MIN_BLEU = 5.0  # below this a model barely writes scoreable text
 
 

@@ -1,70 +1,87 @@
-# Analysis: results files -> one tidy table -> study tables and figures -> the study report.
+# Analysis, the same four rules for every study (pipelines/studies/<study>.yaml declares its
+# tables and figures): its runs -> one tidy table (collect_<study>) -> tables_<study> and
+# figures_<study> (analysis.<study>_tables / _figures) -> report_<study>
+# (analysis.<study>_report -> <reports>/<study>.md). SquareHead's collect rule is its own
+# (squarehead.smk): it also gathers the teachers and the training curves.
 
-SPDF_TABLES = ["spdf_table_main", "spdf_table_zeroshot", "spdf_table_rel_drop"]
-SPDF_FIGURES = ["spdf_fig_flops_vs_metric", "spdf_fig_rel_degradation",
-                "spdf_fig_pretrain_curves", "spdf_fig_drop_heatmap"]
+for _study, _declared in STUDIES.items():
+    if _declared.layout != "squarehead":
 
+        rule:
+            name:
+                f"collect_{_study}"
+            input:
+                **study_runs(_study),
+            output:
+                f"{RESULTS}/{_study}/tables/runs.csv",
+            log:
+                f"{RESULTS}/{_study}/logs/collect.log",
+            params:
+                results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+                layout="sparsity" if _declared.layout == "sparsity" else "variant",
+                study=_study,
+            conda:
+                "../environment.yml"
+            shell:
+                "python -m analysis.collect --layout {params.layout} --study {params.study}"
+                " --results {params.results} --out {output} > {log} 2>&1"
 
-rule collect_spdf:
-    input:
-        **spdf_runs(),
-    output:
-        f"{RESULTS}/spdf/tables/runs.csv",
-    log:
-        f"{RESULTS}/spdf/logs/collect.log",
-    params:
-        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-    conda:
-        "../environment.yml"
-    shell:
-        "python -m analysis.collect --results {params.results} --out {output} > {log} 2>&1"
+    rule:
+        name:
+            f"tables_{_study}"
+        input:
+            f"{RESULTS}/{_study}/tables/runs.csv",
+        output:
+            expand(f"{RESULTS}/{_study}/tables/{{name}}.{{ext}}", name=_declared.tables,
+                   ext=["csv", "md"]),
+        log:
+            f"{RESULTS}/{_study}/logs/tables.log",
+        params:
+            results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+            module=f"analysis.{_study}_tables",
+        conda:
+            "../environment.yml"
+        shell:
+            "python -m {params.module} --results {params.results} > {log} 2>&1"
 
+    rule:
+        name:
+            f"figures_{_study}"
+        input:
+            getattr(rules, f"collect_{_study}").output,
+        output:
+            [report(f"{RESULTS}/{_study}/figures/{name}.png", category=_declared.label,
+                    caption="report/figure.rst") for name in _declared.figures],
+            expand(f"{RESULTS}/{_study}/figures/{{name}}.{{ext}}", name=_declared.figures,
+                   ext=["pdf", "csv"]),
+        log:
+            f"{RESULTS}/{_study}/logs/figures.log",
+        params:
+            results=lambda wildcards, output: str(Path(output[0]).parents[1]),
+            module=f"analysis.{_study}_figures",
+        conda:
+            "../environment.yml"
+        shell:
+            "python -m {params.module} --results {params.results} > {log} 2>&1"
 
-rule tables_spdf:
-    input:
-        rules.collect_spdf.output,
-    output:
-        expand(f"{RESULTS}/spdf/tables/{{name}}.{{ext}}", name=SPDF_TABLES, ext=["csv", "md"]),
-    log:
-        f"{RESULTS}/spdf/logs/tables.log",
-    params:
-        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-    conda:
-        "../environment.yml"
-    shell:
-        "python -m analysis.spdf_tables --results {params.results} > {log} 2>&1"
-
-
-rule figures_spdf:
-    input:
-        rules.collect_spdf.output,
-    output:
-        [report(f"{RESULTS}/spdf/figures/{name}.png", category="SPDF", caption="report/figure.rst")
-         for name in SPDF_FIGURES],
-        expand(f"{RESULTS}/spdf/figures/{{name}}.{{ext}}", name=SPDF_FIGURES, ext=["pdf", "csv"]),
-    log:
-        f"{RESULTS}/spdf/logs/figures.log",
-    params:
-        results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-    conda:
-        "../environment.yml"
-    shell:
-        "python -m analysis.spdf_figures --results {params.results} > {log} 2>&1"
-
-
-rule report_spdf:
-    input:
-        rules.tables_spdf.output,
-        rules.figures_spdf.output,
-    output:
-        md=report(f"{REPORTS}/spdf.md", category="SPDF", caption="report/study.rst"),
-        figures=directory(f"{REPORTS}/spdf_figures"),
-    log:
-        f"{RESULTS}/spdf/logs/report.log",
-    params:
-        results=lambda wildcards, input: str(Path(input[0]).parents[1]),
-        scale=SCALE,
-    conda:
-        "../environment.yml"
-    shell:
-        "python -m analysis.spdf_report --results {params.results} --out {output.md} --scale {params.scale} > {log} 2>&1"
+    rule:
+        name:
+            f"report_{_study}"
+        input:
+            getattr(rules, f"tables_{_study}").output,
+            getattr(rules, f"figures_{_study}").output,
+        output:
+            md=report(f"{REPORTS}/{_study}.md", category=_declared.label,
+                      caption="report/study.rst"),
+            figures=directory(f"{REPORTS}/{_study}_figures"),
+        log:
+            f"{RESULTS}/{_study}/logs/report.log",
+        params:
+            results=lambda wildcards, input: str(Path(input[0]).parents[1]),
+            module=f"analysis.{_study}_report",
+            options=f"--scale {SCALE} {report_options(_study)}".strip(),
+        conda:
+            "../environment.yml"
+        shell:
+            "python -m {params.module} --results {params.results} --out {output.md}"
+            " {params.options} > {log} 2>&1"

@@ -12,6 +12,9 @@ CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file bel
 # the few torch-free helpers read while the DAG is built come from this checkout, so a
 # Snakemake without sparselm installed (a bare conda env, --use-conda) can build the DAG
 sys.path.insert(0, str(CHECKOUT / "src"))
+sys.path.insert(0, str(CHECKOUT))  # analysis.study_declaration reads pipelines/studies/
+
+from analysis.study_declaration import declared_studies, load_declaration
 
 
 def _validate(cfg: dict) -> None:
@@ -46,18 +49,19 @@ def _at_scale(*keys: str):
     return table[SCALE]
 
 
-SPDF = _at_scale("spdf", "grids")
-RAPTR = _at_scale("raptr", "grids")
-SQHEAD = _at_scale("squarehead", "grids")
-MST = _at_scale("mst", "grids")
-COMPARE = _at_scale("compare", "grids")
-for _variant, _source in MST["pinned"].items():
-    for _name in (_variant, _source):
-        if _name not in MST["variants"]:
-            raise ValueError(f"bad study config: key mst.grids.{SCALE}.pinned.{_variant}: "
-                             f"{_name!r} is not a variant of the grid")
-for _study, _grid in (("spdf", SPDF), ("raptr", RAPTR), ("squarehead", SQHEAD), ("mst", MST),
-                      ("compare", COMPARE)):
+# a study is its declaration (pipelines/studies/<study>.yaml: run layout, tables, figures) plus
+# its grid of runs at this scale (<study>.grids.<scale> in the study config)
+STUDIES = {study: load_declaration(study) for study in declared_studies()}
+GRIDS = {study: _at_scale(study, "grids") for study in STUDIES}
+SPDF, SQHEAD = GRIDS["spdf"], GRIDS["squarehead"]
+# the studies whose runs pretrain (SquareHead starts from the SPDF study's dense runs)
+PRETRAINING = [s for s, d in STUDIES.items() if d.layout in ("sparsity", "variant")]
+for _study, _grid in GRIDS.items():
+    for _variant, _source in _grid.get("pinned", {}).items():
+        for _name in (_variant, _source):
+            if _name not in _grid["variants"]:
+                raise ValueError(f"bad study config: key {_study}.grids.{SCALE}.pinned.{_variant}: "
+                                 f"{_name!r} is not a variant of the grid")
     # an unknown eval task fails here, when the DAG is built, not in the eval job
     from sparselm.evaluation.task_names import check_eval_tasks
     from sparselm.errors import ConfigError
@@ -76,7 +80,7 @@ wildcard_constraints:
     fraction=r"\d\.\d{1,6}",
     seed=r"\d{1,9}",
     task=r"[a-z0-9]{1,32}",
-    variant=r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*",  # no dots: never an SPDF s<sparsity> folder
+    run=r"[a-z][a-z0-9.]*(?:_[a-z0-9.]+)*_seed\d{1,9}",  # s0.75_seed0 (SPDF), rigl_seed0
     pruner=r"magnitude|sparsegpt|gradual",
     target=r"s\d\.\d{1,6}|nm\d+x\d+",  # unstructured sparsity s0.7, or N:M as nm2x4
     loss=r"ce(?:_kl)?(?:_squarehead)?",
@@ -104,58 +108,69 @@ def common_overrides(stage: str, run_id: str, out_dir: str, study: str) -> str:
     return f"scale={SCALE} {job_overrides(stage, run_id, out_dir, study)}"
 
 
-def sparsity_overrides(sparsity) -> str:
-    """Sparsity 0 is the dense control: no masks at all, the same loop."""
-    if float(sparsity) == 0.0:
-        return "sparsity=dense"
-    return f"sparsity=static sparsity.level={sparsity}"
+NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
+
+
+def split_run(run: str) -> tuple[str, str]:
+    """``<name>_seed<seed>`` -> (name, seed): name is s<sparsity> (SPDF) or a variant."""
+    name, seed = run.rsplit("_seed", 1)
+    return name, seed
+
+
+def job_name(stage: str, run: str) -> str:
+    """A run's W&B name: ``pretrain-rigl-seed0``."""
+    return f"{stage}-{run.replace('_seed', '-seed')}"
+
+
+def shell_words(words) -> str:
+    """Hydra override words (a string or a list), each shell-quoted."""
+    words = shlex.split(words) if isinstance(words, str) else words
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def grid_words(grid: dict, variant: str) -> list[str]:
+    """A variant's Hydra overrides: the scale's, then (a grid with `sparse_overrides`, for a
+    sparse method) the FLOP budget and the sparse overrides, then the variant's own."""
+    own = shlex.split(grid["variants"][variant])
+    words = shlex.split(grid["overrides"])
+    if "sparse_overrides" in grid and "method=none" not in own:
+        words += [f"method.target_reduction={grid['target_reduction']}",
+                  *shlex.split(grid["sparse_overrides"])]
+    return words + own
+
+
+def run_overrides(study: str, run: str) -> str:
+    """The Hydra overrides of one pre-training run, shell-quoted: SPDF's s<sparsity> (0 is the
+    dense control: no masks at all, the same loop) or a variant of the study's grid (a pinned
+    variant adds its source run's solved knob at job time: pin_source, sparselm.cli.pin_knob)."""
+    name, _ = split_run(run)
+    if STUDIES[study].layout == "sparsity":
+        return "sparsity=dense" if float(name[1:]) == 0.0 else f"sparsity=static sparsity.level={name[1:]}"
+    return shell_words(grid_words(GRIDS[study], name))
+
+
+def pin_source(wc) -> list[str]:
+    """A pinned variant's input: the same seed's run of the variant whose solved knob it keeps."""
+    name, seed = split_run(wc.run)
+    source = GRIDS[wc.study].get("pinned", {}).get(name)
+    return [f"{RESULTS}/{wc.study}/pretrain/{source}_seed{seed}/metrics.json"] if source else []
 
 
 def limit_override(limit) -> str:
     return "limit=null" if limit is None else f"limit={limit}"
 
 
-NLG_TASK = {"e2e": "sparselm_e2e_nlg", "webnlg": "sparselm_webnlg", "dart": "sparselm_dart"}
-
-
-def spdf_runs(study: str = "spdf") -> dict[str, list[str]]:
-    """Every metrics.json the SPDF grid of this scale makes."""
-    g = SPDF
-    pre = expand(f"{RESULTS}/{study}/pretrain/s{{s}}_seed{{seed}}/metrics.json",
-                 s=map(fmt, g["sparsities"]), seed=g["seeds"])
-    zero = expand(f"{RESULTS}/{study}/eval_zeroshot/s{{s}}_seed{{seed}}/metrics.json",
-                  s=map(fmt, g["sparsities"]), seed=g["seeds"]) if g["zeroshot_tasks"] else []
-    grid = dict(task=g["tasks"], s=list(map(fmt, g["sparsities"])),
-                f=list(map(fmt, g["fractions"])), seed=g["seeds"])
-    ft = expand(f"{RESULTS}/{study}/finetune/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
-                **grid)
-    nlg = expand(f"{RESULTS}/{study}/eval_nlg/{{task}}/s{{s}}_f{{f}}_seed{{seed}}/metrics.json",
-                 **grid)
-    return {"pretrain": pre, "eval_zeroshot": zero, "finetune": ft, "eval_nlg": nlg}
-
-
-def grid_variant_overrides(grid: dict, variant: str) -> str:
-    """A variant grid's Hydra overrides for one variant (the scale's, then the variant's own),
-    shell-quoted: what the RaPTr and comparison grids run."""
-    words = shlex.split(f"{grid['overrides']} {grid['variants'][variant]}")
-    return " ".join(shlex.quote(w) for w in words)
-
-
-def variant_overrides(variant: str) -> str:
-    """The RaPTr grid's Hydra overrides for one variant (after the scale's), shell-quoted."""
-    return grid_variant_overrides(RAPTR, variant)
-
-
-def variant_stages(grid: dict) -> tuple[str, ...]:
-    """A variant study's stages: zero-shot scoring only when the grid names tasks."""
-    return ("pretrain", "eval_zeroshot") if grid["zeroshot_tasks"] else ("pretrain",)
+def nlg_overrides(grid: dict, task: str, checkpoint: str, seed) -> str:
+    """Generation scoring of one fine-tuned checkpoint, as the study's grid sets it."""
+    return (f"checkpoint={Path(checkpoint).parent} seed={seed} 'tasks=[{NLG_TASK[task]}]' "
+            f"{limit_override(grid['nlg_limit'])} generation.num_beams={grid['num_beams']}")
 
 
 def finetune_overrides(study: str) -> str:
     """A study's extra fine-tuning overrides: SPDF's (equal steps at every fraction, say) or
     the SquareHead teacher's (trained until it beats its students)."""
-    grid = {"spdf": SPDF, "squarehead": SQHEAD}[study]
-    return grid.get("teacher_overrides" if study == "squarehead" else "finetune_overrides", "")
+    key = "teacher_overrides" if study == "squarehead" else "finetune_overrides"
+    return GRIDS[study].get(key, "")
 
 
 def pretrained_run(wc) -> str:
@@ -165,21 +180,28 @@ def pretrained_run(wc) -> str:
     return f"{RESULTS}/{study}/pretrain/s{wc.sparsity}_seed{wc.seed}/metrics.json"
 
 
-def variant_runs(study: str, grid: dict) -> dict[str, list[str]]:
-    """Every metrics.json a variant grid (``<variant>_seed<seed>`` runs) of this scale makes."""
+def variant_runs(study: str) -> dict[str, list[str]]:
+    """Every metrics.json a variant grid (``<variant>_seed<seed>`` runs) of this scale makes;
+    zero-shot scoring only when the grid names tasks."""
+    grid = GRIDS[study]
+    stages = ("pretrain", "eval_zeroshot") if grid["zeroshot_tasks"] else ("pretrain",)
     runs = dict(variant=list(grid["variants"]), seed=grid["seeds"])
     return {stage: expand(f"{RESULTS}/{study}/{stage}/{{variant}}_seed{{seed}}/metrics.json", **runs)
-            for stage in variant_stages(grid)}
+            for stage in stages}
 
 
-def raptr_runs() -> dict[str, list[str]]:
-    """Every metrics.json the RaPTr grid of this scale makes."""
-    return variant_runs("raptr", RAPTR)
-
-
-def compare_runs() -> dict[str, list[str]]:
-    """Every metrics.json the comparison grid of this scale makes."""
-    return variant_runs("compare", COMPARE)
+def spdf_runs() -> dict[str, list[str]]:
+    """Every metrics.json the SPDF grid of this scale makes."""
+    g = SPDF
+    runs = dict(s=list(map(fmt, g["sparsities"])), seed=g["seeds"])
+    pre = expand(f"{RESULTS}/spdf/pretrain/s{{s}}_seed{{seed}}/metrics.json", **runs)
+    zero = (expand(f"{RESULTS}/spdf/eval_zeroshot/s{{s}}_seed{{seed}}/metrics.json", **runs)
+            if g["zeroshot_tasks"] else [])
+    grid = dict(task=g["tasks"], f=list(map(fmt, g["fractions"])), **runs)
+    name = "{task}/s{s}_f{f}_seed{seed}/metrics.json"
+    return {"pretrain": pre, "eval_zeroshot": zero,
+            "finetune": expand(f"{RESULTS}/spdf/finetune/{name}", **grid),
+            "eval_nlg": expand(f"{RESULTS}/spdf/eval_nlg/{name}", **grid)}
 
 
 def sqhead_targets() -> list[str]:
@@ -188,14 +210,10 @@ def sqhead_targets() -> list[str]:
             + [f"nm{p.replace(':', 'x')}" for p in SQHEAD["nm"]])
 
 
-SQHEAD_TEACHER = "{task}/s0.0_f1.0_seed{seed}/metrics.json"
-
-
 def sqhead_teacher(wc) -> str:
     """The SquareHead teacher: the SPDF study's dense pre-trained model fine-tuned on the full
     task pool with the grid's teacher_overrides, in squarehead/finetune/."""
-    teacher = SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
-    return f"{RESULTS}/squarehead/finetune/{teacher}"
+    return f"{RESULTS}/squarehead/finetune/{wc.task}/s0.0_f1.0_seed{wc.seed}/metrics.json"
 
 
 def prune_target_overrides(target: str) -> str:
@@ -204,56 +222,31 @@ def prune_target_overrides(target: str) -> str:
     return f"prune.sparsity={target[1:]}"
 
 
-def sqhead_overrides() -> str:
-    words = shlex.split(SQHEAD["overrides"])
-    return " ".join(shlex.quote(w) for w in words)
-
-
 def sqhead_runs() -> dict[str, list[str]]:
     """Every metrics.json the SquareHead grid of this scale reads (teachers included)."""
     g = SQHEAD
-    grid = dict(task=[g["task"]], pruner=g["pruners"], target=sqhead_targets(),
-                loss=g["losses"], seed=g["seeds"])
+    seeds = dict(task=[g["task"]], seed=g["seeds"])
+    grid = dict(pruner=g["pruners"], target=sqhead_targets(), loss=g["losses"], **seeds)
     name = "{task}/{pruner}_{target}_{loss}_seed{seed}/metrics.json"
     return {
         "sparse_finetune": expand(f"{RESULTS}/squarehead/sparse_finetune/{name}", **grid),
         "eval_sparse_nlg": expand(f"{RESULTS}/squarehead/eval_sparse_nlg/{name}", **grid),
         "eval_teacher_nlg": expand(
-            f"{RESULTS}/squarehead/eval_teacher_nlg/{{task}}/dense_seed{{seed}}/metrics.json",
-            task=[g["task"]], seed=g["seeds"]),
-        "teacher": expand(f"{RESULTS}/squarehead/finetune/{SQHEAD_TEACHER}",
-                          task=[g["task"]], seed=g["seeds"]),
+            f"{RESULTS}/squarehead/eval_teacher_nlg/{{task}}/dense_seed{{seed}}/metrics.json", **seeds),
+        "teacher": expand(f"{RESULTS}/squarehead/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json",
+                          **seeds),
     }
 
 
-def _mst_words(variant: str) -> list[str]:
-    """The MST grid's Hydra overrides for one variant, before any pinning: the scale's, then
-    (for a sparse method) the FLOP budget and sparse overrides, then the variant's own."""
-    own = shlex.split(MST["variants"][variant])
-    words = shlex.split(MST["overrides"])
-    if "method=none" not in own:
-        words += [f"method.target_reduction={MST['target_reduction']}",
-                  *shlex.split(MST["sparse_overrides"])]
-    return words + own
+def study_runs(study: str) -> dict[str, list[str]]:
+    """Every metrics.json a study's grid of this scale makes, by stage."""
+    layout = STUDIES[study].layout
+    return {"sparsity": spdf_runs, "squarehead": sqhead_runs}.get(layout, lambda: variant_runs(study))()
 
 
-def mst_variant_overrides(variant: str) -> str:
-    """Hydra overrides of one MST-grid variant, shell-quoted (a pinned variant adds its source
-    run's solved knob at job time: mst_pin_source, sparselm.cli.pin_knob)."""
-    return " ".join(shlex.quote(w) for w in _mst_words(variant))
-
-
-def mst_pin_source(wildcards) -> list[str]:
-    """A pinned variant's input: the same seed's run of the variant whose solved knob it keeps."""
-    source = MST["pinned"].get(wildcards.variant)
-    if source is None:
-        return []
-    return [f"{RESULTS}/mst/pretrain/{source}_seed{wildcards.seed}/metrics.json"]
-
-
-def mst_runs() -> dict[str, list[str]]:
-    """Every metrics.json the MST grid of this scale makes."""
-    return variant_runs("mst", MST)
+def report_options(study: str) -> str:
+    """Options a study's report module takes besides --results, --out and --scale."""
+    return f"--high-sparsity {SQHEAD['high_sparsity']}" if study == "squarehead" else ""
 
 
 onstart:

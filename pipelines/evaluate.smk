@@ -3,20 +3,20 @@
 
 rule eval_zeroshot:
     input:
-        f"{RESULTS}/{{study}}/pretrain/s{{sparsity}}_seed{{seed}}/metrics.json",
+        f"{RESULTS}/{{study}}/pretrain/{{run}}/metrics.json",
     output:
-        f"{RESULTS}/{{study}}/eval_zeroshot/s{{sparsity}}_seed{{seed}}/metrics.json",
+        f"{RESULTS}/{{study}}/eval_zeroshot/{{run}}/metrics.json",
     log:
-        f"{RESULTS}/{{study}}/logs/eval_zeroshot/s{{sparsity}}_seed{{seed}}.log",
+        f"{RESULTS}/{{study}}/logs/eval_zeroshot/{{run}}.log",
     benchmark:
-        f"{RESULTS}/{{study}}/benchmarks/eval_zeroshot/s{{sparsity}}_seed{{seed}}.tsv",
+        f"{RESULTS}/{{study}}/benchmarks/eval_zeroshot/{{run}}.tsv",
     params:
         overrides=lambda wc, input, output: " ".join([
-            job_overrides("evaluate", f"eval-zeroshot-s{wc.sparsity}-seed{wc.seed}",
+            job_overrides("evaluate", job_name("eval-zeroshot", wc.run),
                           str(Path(output[0]).parent), wc.study),
-            f"checkpoint={Path(input[0]).parent} seed={wc.seed}",
-            f"'tasks=[{','.join(SPDF['zeroshot_tasks'])}]'",
-            limit_override(SPDF["zeroshot_limit"]),
+            f"checkpoint={Path(input[0]).parent} seed={split_run(wc.run)[1]}",
+            f"'tasks=[{','.join(GRIDS[wc.study]['zeroshot_tasks'])}]'",
+            limit_override(GRIDS[wc.study]["zeroshot_limit"]),
         ]),
     resources:
         gpu_share=SCORE_GPU_SHARE,
@@ -40,9 +40,7 @@ rule eval_nlg:
             job_overrides("evaluate",
                           f"eval-nlg-{wc.task}-s{wc.sparsity}-f{wc.fraction}-seed{wc.seed}",
                           str(Path(output[0]).parent), wc.study),
-            f"checkpoint={Path(input[0]).parent} seed={wc.seed}",
-            f"'tasks=[{NLG_TASK[wc.task]}]' {limit_override(SPDF['nlg_limit'])}",
-            f"generation.num_beams={SPDF['num_beams']}",
+            nlg_overrides(GRIDS[wc.study], wc.task, input[0], wc.seed),
         ]),
     resources:
         gpu_share=SCORE_GPU_SHARE,

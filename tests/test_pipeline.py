@@ -180,7 +180,7 @@ def test_building_the_dag_imports_no_torch_hydra_or_entry_points(data_dir, tmp_p
         env_extra={"PYTHONPATH": str(tmp_path)},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert "pretrain_mst" in proc.stdout
+    assert "/mst/pretrain/mst_seed0/metrics.json" in proc.stdout
 
 
 def test_snakemake_lint_is_clean(data_dir):

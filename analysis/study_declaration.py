@@ -1,0 +1,47 @@
+"""A study's declaration, ``pipelines/studies/<study>.yaml``: its label, how its runs are named
+and the tables and figures it writes, with their captions.
+
+The pipeline's rules (their outputs) and the study's report (its sections) read the same file,
+so an output is named once. Torch- and pandas-free: the Snakefile reads it while the DAG is
+built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "pipelines" / "studies"
+
+
+@dataclass(frozen=True)
+class StudyDeclaration:
+    study: str
+    label: str  # the report's figure category, e.g. "RaPTr"
+    layout: str  # sparsity (s0.75_seed0), variant (rigl_seed0) or squarehead
+    tables: dict[str, str]  # output stem -> caption
+    figures: dict[str, str]
+
+
+def declared_studies(directory: Path = STUDIES_DIR) -> list[str]:
+    """Every study with a declaration file, sorted."""
+    return sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "schema")
+
+
+def load_declaration(study: str, directory: Path = STUDIES_DIR) -> StudyDeclaration:
+    """The declaration of ``study``, checked against the schema; one error line naming the file
+    and key otherwise."""
+    path = directory / f"{study}.yaml"
+    if not path.is_file():
+        raise ValueError(f"no study declaration {path} (declared: {declared_studies(directory)})")
+    data = yaml.safe_load(path.read_text())
+    schema = yaml.safe_load((directory / "schema.yaml").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ValueError(f"bad study declaration {path}: key {key}: {error.message}")
+    return StudyDeclaration(study=study, **data)

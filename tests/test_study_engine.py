@@ -1,0 +1,77 @@
+"""The study engine: each study is a declaration (pipelines/studies/<study>.yaml) run by the
+rules every study shares. The recorded DAGs pin what each scale's studies run, so a change to
+the shared rules that changes a job's command fails here (update the record on purpose with
+SPARSELM_RECORD_DAG=1 and say why in the commit)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import ROOT, snakemake
+
+from analysis.study_declaration import declared_studies, load_declaration
+
+RECORDS = ROOT / "tests" / "fixtures" / "dag"
+TARGETS = [f"reproduce_{study}" for study in declared_studies()]
+
+
+def test_the_five_studies_are_declared_with_their_analysis_modules():
+    assert declared_studies() == ["compare", "mst", "raptr", "spdf", "squarehead"]
+    for study in declared_studies():
+        declared = load_declaration(study)
+        assert declared.tables and declared.figures, study
+        for kind in ("tables", "figures", "report"):
+            assert importlib.util.find_spec(f"analysis.{study}_{kind}") is not None, (study, kind)
+
+
+def test_a_report_reads_the_names_its_declaration_gives(tmp_path):
+    from analysis import raptr_report
+
+    assert list(raptr_report.TABLES) == list(load_declaration("raptr").tables)
+    assert list(raptr_report.FIGURES) == list(load_declaration("raptr").figures)
+
+
+def test_a_bad_declaration_fails_in_one_line_naming_file_and_key(tmp_path):
+    shutil.copy(ROOT / "pipelines/studies/schema.yaml", tmp_path)
+    good = yaml.safe_load((ROOT / "pipelines/studies/raptr.yaml").read_text())
+    (tmp_path / "raptr.yaml").write_text(yaml.safe_dump(good | {"layout": "grid"}))
+    with pytest.raises(ValueError) as error:
+        load_declaration("raptr", tmp_path)
+    message = str(error.value)
+    assert "raptr.yaml" in message and "key layout" in message and "\n" not in message
+    with pytest.raises(ValueError, match="no study declaration"):
+        load_declaration("nosuch", tmp_path)
+
+
+def dag_commands(scale: str, data_dir: Path, tmp_path: Path) -> list[str]:
+    """Every job's shell command of every study at ``scale``, paths made machine-independent."""
+    results = tmp_path / "results"
+    proc = snakemake(
+        *TARGETS, "-n", "-p", "--config", f"scale={scale}", f"data_dir={data_dir}",
+        f"results_dir={results}", data_dir=data_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    prefix = "Shell command: "
+    lines = [line[len(prefix) :] for line in proc.stdout.splitlines() if line.startswith(prefix)]
+    return sorted(
+        line.replace(str(results), "RESULTS").replace(str(data_dir), "DATA") for line in lines
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["smoke", "tiny"])
+def test_every_study_schedules_the_recorded_jobs(scale, data_dir, tmp_path):
+    commands = dag_commands(scale, data_dir, tmp_path)
+    record = RECORDS / f"{scale}.txt"
+    if os.environ.get("SPARSELM_RECORD_DAG") == "1":
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("\n".join(commands) + "\n")
+    expected = record.read_text().splitlines()
+    missing, extra = sorted(set(expected) - set(commands)), sorted(set(commands) - set(expected))
+    assert not missing and not extra, f"not scheduled: {missing[:3]}; new: {extra[:3]}"
+    assert len(commands) == len(expected)
