@@ -36,8 +36,8 @@ publish-reports: $(STAMP)
 	$(PY) -m analysis.publish_reports
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src analysis tests benchmarks tools
+	$(PY) -m ruff format --check src analysis tests benchmarks tools
 
 bench: $(STAMP)
 	$(PY) benchmarks/cpu_throughput.py
