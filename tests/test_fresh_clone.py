@@ -12,12 +12,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from analysis.provenance import read_stamp, with_stamp
 from analysis.publish_reports import main as publish_main
+from analysis.study_declaration import declared_studies
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["reproduce_spdf", "reproduce_raptr", "reproduce_squarehead", "reproduce_mst"]
+TARGETS = [f"reproduce_{study}" for study in declared_studies()]
+TINY = {
+    study: node["grids"]["tiny"]
+    for study, node in yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text()).items()
+    if isinstance(node, dict) and "grids" in node
+}
 
 
 def _fresh_checkout(dest: Path) -> Path:
@@ -101,10 +108,14 @@ def test_every_reproduce_target_schedules_its_whole_dag_on_a_fresh_clone(data_di
     assert plain == forced  # nothing counts as done, and nothing is left out
     for target in TARGETS:
         assert plain[target] == 1 and plain[target.replace("reproduce", "report")] == 1
-    assert sum(plain.values()) > 100  # the four tiny studies, not a handful of report jobs
-    # SPDF at tiny: 9 pre-training runs (SquareHead's teachers start from three of them) and
-    # 18 fine-tuned E2E models scored
-    assert plain["pretrain"] == 9 and plain["eval_nlg"] == 18
+    assert sum(plain.values()) > 100  # the five tiny studies, not a handful of report jobs
+    # every study's pre-training runs go through the one pretrain rule: SPDF's 9 (SquareHead's
+    # teachers start from three of them) and every variant x seed of the variant grids
+    variants = sum(
+        len(TINY[s]["variants"]) * len(TINY[s]["seeds"]) for s in ("raptr", "mst", "compare")
+    )
+    assert plain["pretrain"] == 9 + variants == 9 + 18 + 15 + 15
+    assert plain["eval_nlg"] == 18  # SPDF: 18 fine-tuned E2E models scored
 
 
 def _generated(tmp_path: Path, scale: str) -> Path:
