@@ -21,54 +21,32 @@ from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule
 from analysis.mst_runs import RunSpec, load_specs
 from analysis.report_engine import (
     Report,
-    ReportInputError,
+    StudyFiles,
     files_provenance,
+    read_table,
     render_report,
     report_main,
+    study_files,
 )
-from analysis.study_declaration import load_declaration
 from analysis.verdicts import Claim
-
-_DECLARED = load_declaration("compare")
-TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/compare.yaml
 
 
 @dataclass(frozen=True)
-class Inputs:
-    runs: pd.DataFrame  # tables/runs.csv: one row per (run, metric)
+class Inputs(StudyFiles):
     per_run: pd.DataFrame  # compare_tables.run_table: one row per (variant, seed)
     main: pd.DataFrame
-    markdown: dict[str, str]
-    figures: dict[str, Path]
     specs: dict[str, RunSpec]
     labels: dict[str, tuple[str, str]]
-    n_logs: int
-    tables_dir: Path
-    results_dir: Path
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportInputError(
-            f"{path} is missing; run analysis.collect, compare_tables and compare_figures first"
-        )
-    return path
 
 
 def load_inputs(results_dir: Path) -> Inputs:
-    tables, figures = results_dir / "tables", results_dir / "figures"
-    runs = pd.read_csv(_need(tables / "runs.csv"))
+    files = study_files("compare", results_dir)
     return Inputs(
-        runs=runs,
-        per_run=run_table(runs, load_variant_curves(results_dir)),
-        main=pd.read_csv(_need(tables / "compare_table_main.csv")),
-        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
-        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
+        **files,
+        per_run=run_table(files["runs"], load_variant_curves(results_dir)),
+        main=read_table(results_dir, "compare_table_main", "compare"),
         specs=load_specs(results_dir),
         labels=schedule_labels(results_dir),
-        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
-        tables_dir=tables,
-        results_dir=results_dir,
     )
 
 
@@ -165,8 +143,6 @@ def render(inputs: Inputs, out: Path) -> str:
         claims=claims,
         caveats=caveats(inputs),
         provenance=files_provenance(inputs),
-        tables=TABLES,
-        figures=FIGURES,
     )
     return render_report(report, inputs, out)
 

@@ -26,51 +26,29 @@ from analysis.mst_claims import (
 from analysis.mst_runs import MST, RunSpec, load_specs, ordered_variants, schedule_label
 from analysis.report_engine import (
     Report,
-    ReportInputError,
+    StudyFiles,
     files_provenance,
+    read_table,
     render_report,
     report_main,
+    study_files,
 )
-from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
-
-_DECLARED = load_declaration("mst")
-TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/mst.yaml
 
 
 @dataclass(frozen=True)
-class Inputs:
-    runs: pd.DataFrame
+class Inputs(StudyFiles):
     main: pd.DataFrame
     budget: pd.DataFrame
-    markdown: dict[str, str]
-    figures: dict[str, Path]
     specs: dict[str, RunSpec]
-    n_logs: int
-    tables_dir: Path
-    results_dir: Path
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportInputError(
-            f"{path} is missing; run analysis.collect, mst_tables and mst_figures first"
-        )
-    return path
 
 
 def load_inputs(results_dir: Path) -> Inputs:
-    tables, figures = results_dir / "tables", results_dir / "figures"
     return Inputs(
-        runs=pd.read_csv(_need(tables / "runs.csv")),
-        main=pd.read_csv(_need(tables / "mst_table_main.csv")),
-        budget=pd.read_csv(_need(tables / "mst_table_budget.csv")),
-        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
-        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
+        **study_files("mst", results_dir),
+        main=read_table(results_dir, "mst_table_main", "mst"),
+        budget=read_table(results_dir, "mst_table_budget", "mst"),
         specs=load_specs(results_dir),
-        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
-        tables_dir=tables,
-        results_dir=results_dir,
     )
 
 
@@ -177,8 +155,6 @@ def render(inputs: Inputs, out: Path) -> str:
         claims=claims,
         caveats=caveats(inputs),
         provenance=files_provenance(inputs),
-        tables=TABLES,
-        figures=FIGURES,
     )
     return render_report(report, inputs, out)
 

@@ -26,58 +26,29 @@ from analysis.raptr_runs import (
 )
 from analysis.report_engine import (
     Report,
-    ReportInputError,
+    StudyFiles,
     files_provenance,
+    read_table,
     render_report,
     report_main,
+    study_files,
 )
-from analysis.study_declaration import load_declaration
 from analysis.verdicts import Claim
-
-_DECLARED = load_declaration("raptr")
-TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/raptr.yaml
 
 
 @dataclass(frozen=True)
-class Inputs:
-    runs: pd.DataFrame
+class Inputs(StudyFiles):
     main: pd.DataFrame
     transitions: pd.DataFrame
-    markdown: dict[str, str]
-    figures: dict[str, Path]
     specs: dict[str, RunSpec]
-    n_logs: int
-    tables_dir: Path
-    results_dir: Path
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportInputError(
-            f"{path} is missing; run analysis.collect, raptr_tables and raptr_figures first"
-        )
-    return path
-
-
-def _csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(_need(path))
-    except pd.errors.EmptyDataError:  # a table with no rows (e.g. no staged variant)
-        return pd.DataFrame()
 
 
 def load_inputs(results_dir: Path) -> Inputs:
-    tables, figures = results_dir / "tables", results_dir / "figures"
     return Inputs(
-        runs=_csv(tables / "runs.csv"),
-        main=_csv(tables / "raptr_table_main.csv"),
-        transitions=_csv(tables / "raptr_table_transitions.csv"),
-        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
-        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
+        **study_files("raptr", results_dir),
+        main=read_table(results_dir, "raptr_table_main", "raptr"),
+        transitions=read_table(results_dir, "raptr_table_transitions", "raptr"),
         specs=load_specs(results_dir),
-        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
-        tables_dir=tables,
-        results_dir=results_dir,
     )
 
 
@@ -144,8 +115,6 @@ def render(inputs: Inputs, out: Path) -> str:
         claims=claims,
         caveats=caveats(inputs),
         provenance=files_provenance(inputs),
-        tables=TABLES,
-        figures=FIGURES,
     )
     return render_report(report, inputs, out)
 

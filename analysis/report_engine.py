@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analysis.generations import generations_section
 from analysis.provenance import with_stamp
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import RULES_MD, Claim
 
 
@@ -33,8 +36,6 @@ class Report:
     caveats: list[str]
     provenance: list[str]
     summary: list[str] | None = None  # headline lines; None: no summary section
-    tables: dict[str, str] | None = None  # stem -> section title
-    figures: dict[str, str] | None = None  # stem -> figure title
 
 
 def render_report(report: Report, inputs: Any, out: Path) -> str:
@@ -51,13 +52,58 @@ def render_report(report: Report, inputs: Any, out: Path) -> str:
         lines += ["## Summary", "", *report.summary, ""]
     lines += ["## What was run", "", *report.what_was_run, ""]
     lines += [f"## Claims ({report.spec})", "", *claims_section(report.claims), ""]
-    lines += tables_and_figures(inputs, report.tables or {}, report.figures or {}, out)
+    declared = load_declaration(report.study)  # tables and figures in their declared order
+    lines += tables_and_figures(inputs, declared.tables, declared.figures, out)
     lines += ["## Caveats", "", *report.caveats, "", "## Provenance", "", *report.provenance]
     return "\n".join(lines) + "\n"
 
 
 class ReportInputError(Exception):
     """A table or figure the report needs is missing; the message says which."""
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """What every report reads from its study's folder: the runs table and each declared
+    table's Markdown and figure's PNG. A study's ``Inputs`` extends it with its own frames."""
+
+    results_dir: Path
+    tables_dir: Path
+    runs: pd.DataFrame  # tables/runs.csv: one row per (run, metric)
+    markdown: dict[str, str]  # declared table stem -> its Markdown
+    figures: dict[str, Path]  # declared figure stem -> its PNG
+    n_logs: int  # pre-training train_log.jsonl files
+
+
+def need(path: Path, study: str) -> Path:
+    if not path.is_file():
+        raise ReportInputError(
+            f"{path} is missing; run the study's collect rule, analysis.{study}_tables and "
+            f"analysis.{study}_figures first"
+        )
+    return path
+
+
+def read_table(results_dir: Path, stem: str, study: str, **read_csv: Any) -> pd.DataFrame:
+    """``tables/<stem>.csv``; a table with no rows (and so no header) reads as empty."""
+    try:
+        return pd.read_csv(need(results_dir / "tables" / f"{stem}.csv", study), **read_csv)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def study_files(study: str, results_dir: Path, **runs_csv: Any) -> dict[str, Any]:
+    """The ``StudyFiles`` fields of ``results_dir``, as keywords for a study's ``Inputs``."""
+    declared = load_declaration(study)
+    tables, figures = results_dir / "tables", results_dir / "figures"
+    return dict(
+        results_dir=results_dir,
+        tables_dir=tables,
+        runs=read_table(results_dir, "runs", study, **runs_csv),
+        markdown={s: need(tables / f"{s}.md", study).read_text().strip() for s in declared.tables},
+        figures={s: need(figures / f"{s}.png", study) for s in declared.figures},
+        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
+    )
 
 
 def files_provenance(inputs: Any) -> list[str]:

@@ -16,50 +16,35 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.report_engine import Report, ReportInputError, render_report, report_main
+from analysis.report_engine import (
+    Report,
+    StudyFiles,
+    read_table,
+    render_report,
+    report_main,
+    study_files,
+)
 from analysis.spdf_claims import Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
-from analysis.study_declaration import load_declaration
-
-_DECLARED = load_declaration("spdf")
-TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/spdf.yaml
 
 
 @dataclass(frozen=True)
-class Inputs:
-    runs: pd.DataFrame
+class Inputs(StudyFiles):
     main: pd.DataFrame
     drop: pd.DataFrame
-    markdown: dict[str, str]
-    figures: dict[str, Path]
     config: dict
-    n_logs: int
-    tables_dir: Path
     splits: dict[str, str]  # task -> the split its fine-tuning train set was cut from
 
 
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportInputError(
-            f"{path} is missing; run analysis.collect, spdf_tables and spdf_figures first"
-        )
-    return path
-
-
 def load_inputs(results_dir: Path) -> Inputs:
-    tables, figures = results_dir / "tables", results_dir / "figures"
     configs = sorted((results_dir / "pretrain").glob("*/config.yaml"))
     # every pre-training run shares the model; the first config names it for all
     config = (yaml.safe_load(configs[0].read_text()) if configs else None) or {}
     return Inputs(
-        runs=pd.read_csv(_need(tables / "runs.csv")),
-        main=pd.read_csv(_need(tables / "spdf_table_main.csv")),
-        drop=pd.read_csv(_need(tables / "spdf_table_rel_drop.csv")),
-        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
-        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
+        **study_files("spdf", results_dir),
+        main=read_table(results_dir, "spdf_table_main", "spdf"),
+        drop=read_table(results_dir, "spdf_table_rel_drop", "spdf"),
         config=config,
-        n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
-        tables_dir=tables,
         splits=train_splits(results_dir),
     )
 
@@ -184,8 +169,6 @@ def render(inputs: Inputs, out: Path) -> str:
         claims=claims,
         caveats=caveats(inputs),
         provenance=provenance(inputs),
-        tables=TABLES,
-        figures=FIGURES,
     )
     return render_report(report, inputs, out)
 

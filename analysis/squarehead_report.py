@@ -16,44 +16,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report_engine import Report, ReportInputError, render_report, report_main
+from analysis.report_engine import (
+    Report,
+    StudyFiles,
+    read_table,
+    render_report,
+    report_main,
+    study_files,
+)
 from analysis.squarehead_runs import PRUNER_LABELS
-from analysis.study_declaration import load_declaration
 from analysis.verdicts import UNTESTABLE, Claim, above, from_checks, paired
 
-_DECLARED = load_declaration("squarehead")
-TABLES, FIGURES = _DECLARED.tables, _DECLARED.figures  # pipelines/studies/squarehead.yaml
 MIN_BLEU = 5.0  # below this a model barely writes scoreable text
 
 
 @dataclass(frozen=True)
-class Inputs:
-    runs: pd.DataFrame
+class Inputs(StudyFiles):
     main: pd.DataFrame
-    markdown: dict[str, str]
-    figures: dict[str, Path]
-    tables_dir: Path
-    results_dir: Path
     high_sparsity: float
 
 
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportInputError(
-            f"{path} is missing; run squarehead_runs, squarehead_tables and squarehead_figures"
-        )
-    return path
-
-
 def load_inputs(results: Path, high_sparsity: float) -> Inputs:
-    tables, figures = results / "tables", results / "figures"
     return Inputs(
-        runs=pd.read_csv(_need(tables / "runs.csv"), dtype={"target": str}),
-        main=pd.read_csv(_need(tables / "sqhead_table_main.csv"), dtype={"target": str}),
-        markdown={s: _need(tables / f"{s}.md").read_text().strip() for s in TABLES},
-        figures={s: _need(figures / f"{s}.png") for s in FIGURES},
-        tables_dir=tables,
-        results_dir=results,
+        **study_files("squarehead", results, dtype={"target": str}),
+        main=read_table(results, "sqhead_table_main", "squarehead", dtype={"target": str}),
         high_sparsity=high_sparsity,
     )
 
@@ -219,8 +205,6 @@ def render(inputs: Inputs, out: Path) -> str:
             f"Every number comes from the metrics.json and train_log.jsonl files under "
             f"{inputs.results_dir} (gathered in `tables/runs.csv` and `tables/curves.csv`).",
         ],
-        tables=TABLES,
-        figures=FIGURES,
     )
     return render_report(report, inputs, out)
 

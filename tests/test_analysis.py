@@ -14,6 +14,7 @@ from scipy import stats
 from analysis import collect as collect_mod
 from analysis import spdf_figures, spdf_report, spdf_tables, wandb_compare
 from analysis.stats import format_mean_ci, mean_ci
+from analysis.study_declaration import load_declaration
 
 SPARSITIES = (0.0, 0.5, 0.75)
 SEEDS = (1, 2)
@@ -246,7 +247,7 @@ def test_main_table_matches_hand_computation(built: Path) -> None:
 
 def test_figures_written(built: Path) -> None:
     results = built
-    for stem in spdf_report.FIGURES:
+    for stem in load_declaration("spdf").figures:
         for ext in ("png", "pdf", "csv"):
             path = results / "figures" / f"{stem}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
@@ -264,7 +265,7 @@ def test_report_has_verdicts_and_tables(built: Path) -> None:
     for key, verdict in expected.items():
         section = text.split(f"### ({key}) ")[1]
         assert section.split("\n\n")[1].startswith(f"**Verdict: {verdict}.**"), key
-    for stem in spdf_report.TABLES:
+    for stem in load_declaration("spdf").tables:
         assert (results / "tables" / f"{stem}.md").read_text().strip() in text
     assert "](spdf_figures/spdf_fig_drop_heatmap.png)" in text  # copied beside the report
     assert (results.parents[1] / "reports" / "spdf_figures" / "spdf_fig_drop_heatmap.png").is_file()

@@ -12,6 +12,7 @@ import yaml
 
 from analysis import collect as collect_mod
 from analysis import raptr_claims, raptr_figures, raptr_report, raptr_runs, raptr_tables
+from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, UNTESTABLE
 
 N_LAYER, STEPS, SEEDS = 4, 40, (0, 1)
@@ -228,7 +229,7 @@ def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
     assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
     assert raptr_tables.main(["--results", str(results)]) == 0
     assert raptr_figures.main(["--results", str(results)]) == 0
-    for stem in raptr_report.FIGURES:
+    for stem in load_declaration("raptr").figures:
         for ext in ("png", "pdf", "csv"):
             assert (results / "figures" / f"{stem}.{ext}").stat().st_size > 0
     schedule = pd.read_csv(results / "figures" / "raptr_fig_schedule.csv")

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from test_pipeline import ROOT, snakemake
 
+from analysis.report_engine import ReportInputError
 from analysis.study_declaration import declared_studies, load_declaration
 
 RECORDS = ROOT / "tests" / "fixtures" / "dag"
@@ -29,11 +30,28 @@ def test_the_five_studies_are_declared_with_their_analysis_modules():
             assert importlib.util.find_spec(f"analysis.{study}_{kind}") is not None, (study, kind)
 
 
-def test_a_report_reads_the_names_its_declaration_gives(tmp_path):
-    from analysis import raptr_report
+def test_a_report_has_a_section_per_declared_table_and_figure_in_declared_order(tmp_path):
+    from analysis.report_engine import Report, StudyFiles, render_report, study_files
 
-    assert list(raptr_report.TABLES) == list(load_declaration("raptr").tables)
-    assert list(raptr_report.FIGURES) == list(load_declaration("raptr").figures)
+    declared = load_declaration("compare")
+    results = tmp_path / "compare"
+    (results / "tables").mkdir(parents=True)
+    (results / "figures").mkdir()
+    (results / "tables" / "runs.csv").write_text("stage,metric,value,source\n")
+    for stem in declared.tables:
+        (results / "tables" / f"{stem}.md").write_text(f"| table {stem} |\n")
+    for stem in declared.figures:
+        (results / "figures" / f"{stem}.png").write_bytes(b"png")
+    files = StudyFiles(**study_files("compare", results))
+    report = Report("T", "compare", "spec", what_was_run=[], claims=[], caveats=[], provenance=[])
+    text = render_report(report, files, tmp_path / "out.md")
+    sections = [*declared.tables.values(), *declared.figures.values()]
+    positions = [text.index(title) for title in sections]
+    assert positions == sorted(positions)
+    assert all(f"| table {stem} |" in text for stem in declared.tables)
+    (results / "figures" / f"{next(iter(declared.figures))}.png").unlink()
+    with pytest.raises(ReportInputError, match="compare_figures"):
+        study_files("compare", results)
 
 
 def test_a_bad_declaration_fails_in_one_line_naming_file_and_key(tmp_path):
