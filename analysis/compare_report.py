@@ -126,9 +126,9 @@ def caveats(inputs: Inputs) -> list[str]:
         "- Claims use the rule under *Claims*: equal-FLOPs claims against a tolerance of "
         f"{LOSS_TOLERANCE:g} nats, the step-time claim against {TIME_TOLERANCE:g}× the FLOP "
         "ratio; with one seed there is no interval and every claim is INCONCLUSIVE.",
-        "- `analysis.wandb_compare` does not support `--group compare`: this table needs each "
-        "run's eval curve and step times, which it does not fetch from W&B; read it from the "
-        "files.",
+        "- `python -m analysis.wandb_compare --group compare` rebuilds this table from the W&B "
+        "API (each pre-training run's logged history: eval curve and step times) with the same "
+        "functions as from the files.",
     ]
 
 

@@ -143,7 +143,13 @@ def run_table(frame: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 def schedule_labels(results_dir: Path) -> dict[str, tuple[str, str]]:
     """variant -> (method name, what it trains in one line), from its runs' config.yaml (and,
     for a solved MST budget, the knob its job logged)."""
-    specs, paths = mst_runs.load_specs(results_dir), raptr_runs.load_specs(results_dir)
+    return labels_from_specs(mst_runs.load_specs(results_dir), raptr_runs.load_specs(results_dir))
+
+
+def labels_from_specs(
+    specs: dict[str, mst_runs.RunSpec], paths: dict[str, raptr_runs.RunSpec]
+) -> dict[str, tuple[str, str]]:
+    """``schedule_labels`` from the variants' run specs, wherever they were read from."""
     labels = {}
     for variant, spec in specs.items():
         if spec.has_masks:

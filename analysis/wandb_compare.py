@@ -3,9 +3,9 @@
 Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group),
 stage (job type) and run (the run name: ``<stage>-<variant>-seed<N>`` for the variant studies,
 sparsity, task and fraction from the config for SPDF); the table is built by the same function
-as from files. SPDF, RaPTr and MST are supported (SquareHead's students are named by pruner,
-target and loss, and the comparison study's table reads every run's eval curve and step times,
-which the run summaries do not hold: read those two studies' tables from files). It needs
+as from files. SPDF, RaPTr, MST and the comparison study are supported; the comparison table
+reads every pre-training run's logged history too (its eval curve and step times). SquareHead's
+students are named by pruner, target and loss, not by variant: read its table from files. It needs
 network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
 stops with a one-line message.
 Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
@@ -25,12 +25,12 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import mst_runs, mst_tables, raptr_runs, raptr_tables
-from analysis.collect import COLUMNS, VARIANT_COLUMNS, eval_metrics
+from analysis import compare_tables, mst_runs, mst_tables, raptr_runs, raptr_tables
+from analysis.collect import COLUMNS, VARIANT_COLUMNS, VARIANT_CURVE_COLUMNS, eval_metrics
 from analysis.spdf_tables import main_table
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
-VARIANT_STUDIES = ("raptr", "mst")
+VARIANT_STUDIES = ("raptr", "mst", "compare")
 STUDIES = ("spdf", *VARIANT_STUDIES)
 # logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
 RUN_NAME = re.compile(
@@ -100,6 +100,21 @@ def variant_rows(run: Any) -> list[dict[str, Any]]:
     return [{k: row[k] for k in VARIANT_COLUMNS if k in row} | named for row in run_rows(run)]
 
 
+def curve_rows(run: Any) -> list[dict[str, Any]]:
+    """Per logged step of a variant study's pre-training run (collect.VARIANT_CURVE_COLUMNS),
+    from its W&B history; [] for any other run."""
+    match = RUN_NAME.match(str(getattr(run, "name", "")))
+    if match is None or not str(run.name).startswith("pretrain-"):
+        return []
+    named = {"variant": match["variant"], "seed": int(match["seed"])}
+    numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
+    return [
+        named | {"step": int(record["_step"])} | {c: _number(record.get(c)) for c in numeric}
+        for record in run.scan_history()
+        if record.get("_step") is not None
+    ]
+
+
 def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
     """variant -> RunSpec from the lowest seed's pretraining run config (and, for MST, the
     solved knob its logged steps carry, which W&B keeps in the run summary)."""
@@ -130,9 +145,17 @@ def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
     if not rows:
         raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
+    n_runs = len({r["source"] for r in rows})
+    if study == "compare":
+        curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
+        curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
+        labels = compare_tables.labels_from_specs(
+            variant_specs(runs, "mst"), variant_specs(runs, "raptr")
+        )
+        return compare_tables.main_table(frame, curves, labels), n_runs
     specs = variant_specs(runs, study)
     table_of = raptr_tables.main_table if study == "raptr" else mst_tables.main_table
-    return table_of(frame, specs), len({r["source"] for r in rows})
+    return table_of(frame, specs), n_runs
 
 
 def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[Any]:

@@ -56,6 +56,39 @@ def test_every_variant_ran_its_own_method_on_the_same_model(study):
     assert dense / _metrics(pre / "raptr_seed0")["flops_total"] > 1.0
 
 
+class RecordedRun:
+    """A W&B run as the public API returns it, recorded from a job's own files: the tracker
+    logs each train_log.jsonl record (nested keys flattened) at its step, the summary holds the
+    last logged values and metrics.json, and the config is the resolved config.yaml."""
+
+    def __init__(self, folder: Path, stage: str) -> None:
+        variant, seed = folder.name.rsplit("_seed", 1)
+        self.name = f"{stage.replace('_', '-')}-{variant}-seed{seed}"
+        self.job_type, self.path, self.id = stage, ["e", "sparselm", folder.name], folder.name
+        self.config = yaml.safe_load((folder / "config.yaml").read_text())
+        lines = (folder / "train_log.jsonl").read_text().splitlines()
+        self._history = [json.loads(line) | {"_step": json.loads(line)["step"]} for line in lines]
+        self.summary_metrics = {k: v for row in self._history for k, v in row.items()}
+        self.summary_metrics |= _metrics(folder)
+
+    def scan_history(self):
+        return iter(self._history)
+
+
+def test_wandb_rebuilds_the_comparison_table_the_files_give(study):
+    from analysis import wandb_compare
+
+    results = study / "results" / "compare"
+    runs = [RecordedRun(p, "pretrain") for p in sorted((results / "pretrain").iterdir())]
+    table, n_runs = wandb_compare.study_table("compare", runs)
+    from_files = pd.read_csv(results / "tables" / "compare_table_main.csv")
+    assert n_runs == len(VARIANTS) * len(GRID["seeds"])
+    assert list(table["variant"]) == list(from_files["variant"])
+    assert list(table["schedule"]) == list(from_files["schedule"])
+    for column in FINITE:  # rel 1e-9: the CSV's text round trip of full-precision floats
+        assert list(table[column]) == pytest.approx(list(from_files[column]), rel=1e-9), column
+
+
 def test_the_table_has_one_finite_row_per_variant(study):
     tables = study / "results" / "compare" / "tables"
     main = pd.read_csv(tables / "compare_table_main.csv").set_index("variant")
