@@ -71,6 +71,29 @@ def _task_metrics(evals: dict[str, Any], task: str) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in evals.items() if k.startswith(prefix)}
 
 
+def student_row(task: str, facts: dict[str, Any], train: dict, evals: dict) -> dict[str, Any]:
+    """One student's row from its training metrics and its scores (files or W&B alike)."""
+    return {
+        "task": task,
+        **facts,
+        # N:M targets sit on the sparsity axis at their realised (mask) sparsity
+        "sparsity": round(float(train["mask_sparsity"]), 4),
+        **{k: train.get(k) for k in TRAIN_FIELDS},
+        **_task_metrics(evals, task),
+        "layerwise_error_pruned": json.dumps(train.get("layerwise_error_pruned")),
+        "layerwise_error_final": json.dumps(train.get("layerwise_error_final")),
+    }
+
+
+def teacher_row(task: str, seed: int, train: dict, evals: dict) -> dict[str, Any]:
+    """The dense teacher's row: ``pruner=none, loss=dense, sparsity=0``."""
+    return {
+        "task": task, "pruner": "none", "target": "0.0", "loss": "dense", "seed": seed,
+        "sparsity": 0.0, "final_val_loss": train.get("final_val_loss"),
+        "steps": train.get("steps"), **_task_metrics(evals, task),
+    }  # fmt: skip
+
+
 def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, curves = [], []
     for metrics_path in sorted((results / "sparse_finetune").glob("*/*/metrics.json")):
@@ -79,34 +102,15 @@ def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.D
         if facts is None:
             continue
         task = run_dir.parent.name
-        train = _read(metrics_path)
         eval_path = results / "eval_sparse_nlg" / task / run_dir.name / "metrics.json"
         evals = _read(eval_path) if eval_path.is_file() else {}
-        rows.append(
-            {
-                "task": task,
-                **facts,
-                # N:M targets sit on the sparsity axis at their realised (mask) sparsity
-                "sparsity": round(float(train["mask_sparsity"]), 4),
-                **{k: train.get(k) for k in TRAIN_FIELDS},
-                **_task_metrics(evals, task),
-                "layerwise_error_pruned": json.dumps(train.get("layerwise_error_pruned")),
-                "layerwise_error_final": json.dumps(train.get("layerwise_error_final")),
-            }
-        )
+        rows.append(student_row(task, facts, _read(metrics_path), evals))
         curves.extend(_curve(run_dir, {"task": task, **facts}))
     for teacher in teachers:
         task, seed = Path(teacher).parent.name, int(Path(teacher).name.rsplit("seed", 1)[1])
-        train = _read(Path(teacher) / "metrics.json")
         eval_path = results / "eval_teacher_nlg" / task / f"dense_seed{seed}" / "metrics.json"
         evals = _read(eval_path) if eval_path.is_file() else {}
-        rows.append(
-            {
-                "task": task, "pruner": "none", "target": "0.0", "loss": "dense", "seed": seed,
-                "sparsity": 0.0, "final_val_loss": train.get("final_val_loss"),
-                "steps": train.get("steps"), **_task_metrics(evals, task),
-            }
-        )  # fmt: skip
+        rows.append(teacher_row(task, seed, _read(Path(teacher) / "metrics.json"), evals))
     if not rows:
         raise StudyInputError(f"{results}/sparse_finetune: no finished runs")
     return pd.DataFrame(rows), pd.DataFrame(curves, columns=[*RUN_PATTERN.groupindex, "task",

@@ -3,9 +3,10 @@
 Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group),
 stage (job type) and run (the run name: ``<stage>-<variant>-seed<N>`` for the variant studies,
 sparsity, task and fraction from the config for SPDF); the table is built by the same function
-as from files. SPDF, RaPTr, MST and the comparison study are supported; the comparison table
-reads every pre-training run's logged history too (its eval curve and step times). SquareHead's
-students are named by pruner, target and loss, not by variant: read its table from files. It needs
+as from files. Every study is supported: the comparison table reads every pre-training run's
+logged history too (its eval curve and step times), SquareHead's rows come from its students'
+names (``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``), their scoring jobs and the
+teachers'. It needs
 network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
 stops with a one-line message.
 Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
@@ -25,17 +26,29 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import compare_tables, mst_runs, mst_tables, raptr_runs, raptr_tables
+from analysis import (
+    compare_tables,
+    mst_runs,
+    mst_tables,
+    raptr_runs,
+    raptr_tables,
+    squarehead_runs,
+    squarehead_tables,
+)
 from analysis.collect import COLUMNS, VARIANT_COLUMNS, VARIANT_CURVE_COLUMNS, eval_metrics
 from analysis.spdf_tables import main_table
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
 VARIANT_STUDIES = ("raptr", "mst", "compare")
-STUDIES = ("spdf", *VARIANT_STUDIES)
+STUDIES = ("spdf", *VARIANT_STUDIES, "squarehead")
 # logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
 RUN_NAME = re.compile(
     r"^(?:pretrain|eval-zeroshot)-(?P<variant>[a-z][a-z0-9_]*)-seed(?P<seed>\d+)$"
 )
+# SquareHead's jobs: a student, its scoring, a teacher's scoring, a teacher (SPDF-style name)
+STUDENT = re.compile(r"^(?P<kind>sparse-ft|eval-sparse)-(?P<task>[a-z0-9]+)-(?P<run>.+-seed\d+)$")
+TEACHER_EVAL = re.compile(r"^eval-teacher-(?P<task>[a-z0-9]+)-seed(?P<seed>\d+)$")
+TEACHER = re.compile(r"^finetune-(?P<task>[a-z0-9]+)-s0\.0-f1\.0-seed(?P<seed>\d+)$")
 TIMEOUT_S = 30
 
 
@@ -136,8 +149,45 @@ def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
     return specs
 
 
+def _summary(run: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
+
+
+def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
+    """``tables/runs.csv`` of the SquareHead study (one row per student and teacher) from its
+    W&B runs, through the rows ``analysis.squarehead_runs`` builds from files."""
+    students, student_evals, teachers, teacher_evals = {}, {}, {}, {}
+    for run in runs:
+        name = str(getattr(run, "name", ""))
+        if match := STUDENT.match(name):
+            # sparse-ft-e2e-magnitude-s0.8-ce_squarehead-seed0 -> magnitude_s0.8_ce_squarehead_seed0
+            folder = match["run"].replace("-", "_")
+            side = students if match["kind"] == "sparse-ft" else student_evals
+            side[(match["task"], folder)] = _summary(run)
+        elif match := TEACHER_EVAL.match(name):
+            teacher_evals[(match["task"], int(match["seed"]))] = _summary(run)
+        elif match := TEACHER.match(name):
+            teachers[(match["task"], int(match["seed"]))] = _summary(run)
+    rows = [
+        squarehead_runs.student_row(task, facts, train, student_evals.get((task, folder), {}))
+        for (task, folder), train in sorted(students.items())
+        if (facts := squarehead_runs.parse_run(folder)) is not None
+    ]
+    rows += [
+        squarehead_runs.teacher_row(task, seed, train, teacher_evals.get((task, seed), {}))
+        for (task, seed), train in sorted(teachers.items())
+    ]
+    if not rows:
+        raise WandbUnavailable("no squarehead jobs (sparse-ft-<task>-...-seed<N>) among the runs")
+    n_runs = len(students) + len(student_evals) + len(teachers) + len(teacher_evals)
+    return pd.DataFrame(rows), n_runs
+
+
 def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
     """The study's main table from its W&B runs, and how many runs it read."""
+    if study == "squarehead":
+        frame, n_runs = squarehead_frame(runs)
+        return squarehead_tables.main_table(frame), n_runs
     if study == "spdf":
         rows = [row for run in runs for row in run_rows(run)]
         return main_table(pd.DataFrame(rows, columns=COLUMNS)), len(runs)
@@ -208,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=study != "spdf")
+    table.to_csv(args.out, index=False)
     print(f"wandb_compare: {n_runs} runs -> {args.out}")
     return 0
 

@@ -86,3 +86,50 @@ def test_bad_squarehead_config_fails_before_any_job(data_dir, tmp_path):
     assert proc.returncode != 0
     assert "key squarehead.grids.smoke.losses.1" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+class RecordedRun:
+    """A W&B run as the public API returns it, recorded from a job's folder: its name is the
+    job's logger.name and its summary the job's metrics.json, nested keys flattened as the
+    tracker flattens them."""
+
+    def __init__(self, name: str, folder: Path) -> None:
+        from sparselm.tracking import _flatten
+
+        self.name, self.path, self.id = name, ["e", "sparselm", name], name
+        self.summary_metrics = _flatten(json.loads((folder / "metrics.json").read_text()))
+
+
+def recorded_runs(results: Path) -> list[RecordedRun]:
+    runs = []
+    for kind, stage in (("sparse-ft", "sparse_finetune"), ("eval-sparse", "eval_sparse_nlg")):
+        for folder in sorted((results / stage).glob("*/*")):
+            # magnitude_s0.7_ce_squarehead_seed0 -> magnitude-s0.7-ce_squarehead-seed0
+            pruner, target, rest = folder.name.split("_", 2)
+            loss, seed = rest.rsplit("_seed", 1)
+            name = f"{kind}-{folder.parent.name}-{pruner}-{target}-{loss}-seed{seed}"
+            runs.append(RecordedRun(name, folder))
+    for folder in sorted((results / "eval_teacher_nlg").glob("*/dense_seed*")):
+        seed = folder.name.rsplit("seed", 1)[1]
+        runs.append(RecordedRun(f"eval-teacher-{folder.parent.name}-seed{seed}", folder))
+    for folder in sorted((results / "finetune").glob("*/s0.0_f1.0_seed*")):
+        seed = folder.name.rsplit("seed", 1)[1]
+        runs.append(RecordedRun(f"finetune-{folder.parent.name}-s0.0-f1.0-seed{seed}", folder))
+    return runs
+
+
+def test_wandb_rebuilds_the_main_table_the_files_give(study):
+    from analysis import wandb_compare
+
+    results = study / "results" / "squarehead"
+    table, n_runs = wandb_compare.study_table("squarehead", recorded_runs(results))
+    from_files = pd.read_csv(results / "tables" / "sqhead_table_main.csv", dtype={"target": str})
+    assert n_runs == 2 * len(_runs()) + 2 * len(GRID["seeds"])  # students, scorings, teachers
+    assert list(table.columns) == list(from_files.columns)
+    keys = ["pruner", "target", "loss"]
+    assert table[keys].astype(str).values.tolist() == from_files[keys].astype(str).values.tolist()
+    numbers = [c for c in table.columns if c.endswith(("_mean", "_ci95", "_n"))]
+    assert numbers
+    for column in numbers:  # rel 1e-9: the CSV's text round trip of full-precision floats
+        expected = from_files[column].tolist()
+        assert table[column].tolist() == pytest.approx(expected, rel=1e-9, nan_ok=True), column
