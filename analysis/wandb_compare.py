@@ -76,6 +76,10 @@ def _number(value: Any, default: float = math.nan) -> float:
         return default
 
 
+def _summary(run: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
+
+
 def run_rows(run: Any) -> list[dict[str, Any]]:
     """Tidy rows (collect.COLUMNS) from one W&B run's job type, config and summary."""
     config = dict(run.config or {})
@@ -84,7 +88,7 @@ def run_rows(run: Any) -> list[dict[str, Any]]:
     if str(stage).startswith("eval") and stage not in ("eval_nlg", "eval_zeroshot"):
         # a generic "eval" job: NLG evaluations are the ones configured with a task
         stage = "eval_nlg" if task else "eval_zeroshot"
-    summary = {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
+    summary = _summary(run)
     if str(stage).startswith("eval"):
         triples = list(eval_metrics(summary, task))
     else:
@@ -147,10 +151,6 @@ def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
         else:
             specs[variant] = raptr_runs.spec_from_config(variant, config)
     return specs
-
-
-def _summary(run: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
 
 
 def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:

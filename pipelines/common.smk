@@ -210,10 +210,13 @@ def sqhead_targets() -> list[str]:
             + [f"nm{p.replace(':', 'x')}" for p in SQHEAD["nm"]])
 
 
+SQHEAD_TEACHER = f"{RESULTS}/squarehead/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json"
+
+
 def sqhead_teacher(wc) -> str:
     """The SquareHead teacher: the SPDF study's dense pre-trained model fine-tuned on the full
     task pool with the grid's teacher_overrides, in squarehead/finetune/."""
-    return f"{RESULTS}/squarehead/finetune/{wc.task}/s0.0_f1.0_seed{wc.seed}/metrics.json"
+    return SQHEAD_TEACHER.format(task=wc.task, seed=wc.seed)
 
 
 def prune_target_overrides(target: str) -> str:
@@ -233,8 +236,7 @@ def sqhead_runs() -> dict[str, list[str]]:
         "eval_sparse_nlg": expand(f"{RESULTS}/squarehead/eval_sparse_nlg/{name}", **grid),
         "eval_teacher_nlg": expand(
             f"{RESULTS}/squarehead/eval_teacher_nlg/{{task}}/dense_seed{{seed}}/metrics.json", **seeds),
-        "teacher": expand(f"{RESULTS}/squarehead/finetune/{{task}}/s0.0_f1.0_seed{{seed}}/metrics.json",
-                          **seeds),
+        "teacher": expand(SQHEAD_TEACHER, **seeds),
     }
 
 
