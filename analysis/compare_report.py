@@ -121,7 +121,7 @@ def caveats(inputs: Inputs) -> list[str]:
         "rate had not decayed there, as it would in a run trained for that budget, which "
         "favours the variants whose whole run fits the budget.",
         "- `static` is MST's static baseline (`method=static_sparse`: random ER masks over "
-        "every linear, the tied head included), not the SPDF study's `sparsity=static` "
+        "every linear, the tied head included), not the SPDF study's `method=static` "
         "(uniform over the block linears, dense head).",
         "- Claims use the rule under *Claims*: equal-FLOPs claims against a tolerance of "
         f"{LOSS_TOLERANCE:g} nats, the step-time claim against {TIME_TOLERANCE:g}× the FLOP "

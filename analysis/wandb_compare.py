@@ -80,6 +80,14 @@ def _summary(run: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
 
 
+def _static_level(config: Mapping[str, Any]) -> float:
+    """SPDF's mask level: ``method.level`` of a ``method=static`` run (runs logged before static
+    sparsity became a method kept it in ``sparsity.level``); 0 for any other run."""
+    if _get(config, "method.name") == "static":
+        return _number(_get(config, "method.level"), 0.0)
+    return _number(_get(config, "sparsity.level"), 0.0)
+
+
 def run_rows(run: Any) -> list[dict[str, Any]]:
     """Tidy rows (collect.COLUMNS) from one W&B run's job type, config and summary."""
     config = dict(run.config or {})
@@ -99,7 +107,7 @@ def run_rows(run: Any) -> list[dict[str, Any]]:
         ]
     base = {
         "stage": stage,
-        "sparsity": _number(_get(config, "sparsity.level"), 0.0),
+        "sparsity": _static_level(config),
         "fraction": _number(_get(config, "task.fraction")) if stage != "pretrain" else math.nan,
         "seed": int(_number(_get(config, "seed"), -1)),
         "source": "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)]),

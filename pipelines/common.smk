@@ -145,7 +145,7 @@ def run_overrides(study: str, run: str) -> str:
     variant adds its source run's solved knob at job time: pin_source, sparselm.cli.pin_knob)."""
     name, _ = split_run(run)
     if STUDIES[study].layout == "sparsity":
-        return "sparsity=dense" if float(name[1:]) == 0.0 else f"sparsity=static sparsity.level={name[1:]}"
+        return "method=none" if float(name[1:]) == 0.0 else f"method=static method.level={name[1:]}"
     return shell_words(grid_words(GRIDS[study], name))
 
 

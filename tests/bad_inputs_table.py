@@ -45,14 +45,14 @@ TRACE = "Tracebacks where one line belongs"
 SILENT = "Accepted silently"
 
 CASES: tuple[Case, ...] = (
-    Case(RERUN, "`sparsity.level=0.5` into an unfinished 0.75 run", "pretrain",
-         (*PRETRAIN, "sparsity=static", "sparsity.level=0.5", "hydra.run.dir={unfinished}"),
-         ("sparsity.level: 0.75 (saved) vs 0.5 (now)",)),
+    Case(RERUN, "`method.level=0.5` into an unfinished 0.75 run", "pretrain",
+         (*PRETRAIN, "method=static", "method.level=0.5", "hydra.run.dir={unfinished}"),
+         ("method.level: 0.75 (saved) vs 0.5 (now)",)),
     Case(RERUN, "a dense config over a sparse run", "pretrain",
-         (*PRETRAIN, "hydra.run.dir={unfinished}"), ("sparsity.kind: 'static' (saved)",)),
-    Case(RERUN, "`sparsity=static` over a dense run", "pretrain",
-         (*PRETRAIN, "sparsity=static", "sparsity.level=0.75", "hydra.run.dir={dense}"),
-         ("sparsity.kind: 'none' (saved) vs 'static' (now)",)),
+         (*PRETRAIN, "hydra.run.dir={unfinished}"), ("method.name: 'static' (saved)",)),
+    Case(RERUN, "`method=static` over a dense run", "pretrain",
+         (*PRETRAIN, "method=static", "method.level=0.75", "hydra.run.dir={dense}"),
+         ("method.name: 'none' (saved) vs 'static' (now)",)),
     Case(RERUN, "`model.n_layer=3` into a 2-layer run", "pretrain",
          (*PRETRAIN, "model.n_layer=3", "hydra.run.dir={dense}"),
          ("model.n_layer: 2 (saved) vs 3 (now)",)),
@@ -81,9 +81,9 @@ CASES: tuple[Case, ...] = (
     Case(BOOL, "`logger.enabled=on`", "pretrain",
          (*PRETRAIN, "logger.enabled=on", "hydra.run.dir={out}/p"),
          ("logger.enabled='on' must be true or false",)),
-    Case(BOOL, "`sparsity.mask_grads=no` (typed keys: refused before too)", "pretrain",
-         (*PRETRAIN, "sparsity=static", "sparsity.mask_grads=no", "hydra.run.dir={out}/p"),
-         ("sparsity.mask_grads='no' must be of type bool",)),
+    Case(BOOL, "`method.mask_grads=no` (typed keys: refused before too)", "pretrain",
+         (*PRETRAIN, "method=static", "method.mask_grads=no", "hydra.run.dir={out}/p"),
+         ("method.mask_grads='no' must be of type bool",)),
     Case(BOOL, "`train.compile=no` (typed keys: refused before too)", "pretrain",
          (*PRETRAIN, "train.compile=no", "hydra.run.dir={out}/p"),
          ("train.compile='no' must be of type bool",)),
@@ -149,7 +149,7 @@ class Workspace:
         self.folders: dict[str, Path] = {"out": self.root / "out"}
 
     def build(self) -> Workspace:
-        sparse = self._pretrain("sparse", "sparsity=static", "sparsity.level=0.75")
+        sparse = self._pretrain("sparse", "method=static", "method.level=0.75")
         self._pretrain("dense")
         unfinished = self._copy(sparse, "unfinished")
         (unfinished / "metrics.json").unlink()

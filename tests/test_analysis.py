@@ -368,7 +368,7 @@ def test_wandb_compare_builds_main_table_from_runs() -> None:
             return [
                 Run(
                     "pretrain",
-                    {"sparsity": {"level": s}, "seed": 1},
+                    {"method": {"name": "static" if s else "none", "level": s}, "seed": 1},
                     {
                         "flops_total": 10 / (1 + s),
                         "flops_reduction": 1 + s,

@@ -101,7 +101,7 @@ def test_rerun_changing_only_resumable_keys_resumes(ws, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(ws.folder("unfinished"), out)
     args = ["scale=smoke", "train.eval_every=1", "train.ckpt_every=0", "train.steps=2"]
-    args += ["sparsity=static", "sparsity.level=0.75", "logger=none", "train.log_every=1"]
+    args += ["method=static", "method.level=0.75", "logger=none", "train.log_every=1"]
     with prepared_dir(ws.prepared):
         code, line = run_entry("pretrain", [*args, "device=cpu", f"hydra.run.dir={out}"])
     assert code == 0, line

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -43,8 +44,8 @@ def sparse_run(env, tmp_path_factory) -> Path:
     cli(
         "pretrain",
         "scale=smoke",
-        "sparsity=static",
-        "sparsity.level=0.75",
+        "method=static",
+        "method.level=0.75",
         f"hydra.run.dir={out}",
         env=env,
     )
@@ -72,7 +73,8 @@ def test_pretrain_writes_outputs_and_keeps_exact_sparsity(sparse_run):
         assert key in log[0], key
     assert log[-1]["step"] == 30 and "val_loss" in log[-1]
     assert [r["flops_cum"] for r in log] == sorted(r["flops_cum"] for r in log)
-    assert "sparsity:" in (sparse_run / "config.yaml").read_text()
+    saved = OmegaConf.load(sparse_run / "config.yaml")
+    assert (saved.method.name, saved.method.level) == ("static", 0.75)
     weights = load_file(_ckpt(sparse_run) / "model.safetensors")
     qkv = weights["blocks.0.attn.qkv.weight"]
     d = qkv.shape[1]
@@ -142,11 +144,11 @@ def _assert_one_line_error(proc, *needles):
 @pytest.mark.parametrize(
     "args,needles",
     [
-        (["sparsity=static", "sparsity.level=1.5"], ["sparsity.level=1.5", "0 <= level < 1"]),
+        (["method=static", "method.level=1.5"], ["method.level=1.5", "0 <= level < 1"]),
         (["model=gpt5"], ["model=gpt5", "gpt2_small"]),
         (["train.steps=0"], ["train.steps"]),
         (["optim.lr=fast"], ["optim.lr"]),
-        (["sparsity=static", "sparsity.distribution=cubic"], ["sparsity.distribution"]),
+        (["method=static", "method.distribution=cubic"], ["method.distribution='cubic'"]),
         (["data.source=nowhere"], ["nowhere", "pg_books"]),
         (["train.loss_chunk=-8"], ["train.loss_chunk=-8"]),
         (["train.compile_mode=fastest"], ["train.compile_mode='fastest'", "reduce-overhead"]),

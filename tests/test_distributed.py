@@ -258,7 +258,7 @@ def cli_env(data_dir, tmp_path_factory) -> dict:
 def cli_pretrained(cli_env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("torchrun") / "pretrain"
     # the chunked LM-head loss too: the config key reaches the loop under torchrun
-    args = ["scale=smoke", "sparsity=static", "sparsity.level=0.5", "train.steps=4"]
+    args = ["scale=smoke", "method=static", "method.level=0.5", "train.steps=4"]
     args.append("train.loss_chunk=256")
     _torchrun("pretrain", [*args, "train.grad_accum=2", f"hydra.run.dir={out}"], cli_env)
     return out

@@ -30,15 +30,16 @@ def test_help_lists_config_groups_and_exits_zero(stage):
 
 def test_help_marks_each_groups_options_and_default():
     out = _cli("pretrain", "--help").stdout
-    assert "  sparsity: dense*, static" in out
+    methods = "layer_drop, mst, none*, raptr, rigl, set, stacking, static, static_sparse"
+    assert f"  method: {methods}" in out
     assert "  scale: gpu, gpu_smoke, paper, smoke, tiny*" in out
 
 
 def test_cfg_job_prints_the_composed_config():
-    proc = _cli("pretrain", "--cfg", "job", "sparsity=static", "sparsity.level=0.5")
+    proc = _cli("pretrain", "--cfg", "job", "method=static", "method.level=0.5")
     assert proc.returncode == 0, proc.stderr
     cfg = yaml.safe_load(proc.stdout)
-    assert cfg["sparsity"]["level"] == 0.5 and "hydra" not in cfg
+    assert cfg["method"]["level"] == 0.5 and "hydra" not in cfg
 
 
 def test_info_names_the_search_path_and_defaults():
@@ -62,7 +63,7 @@ def test_missing_mandatory_value_is_one_line():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("+sparsity.levle=0.5", "sparsity.levle"),
+        ("+method.levle=0.5", "method.levle"),
         ("+model.nlayer=5", "model.nlayer"),
         ("+newkey=1", "newkey"),
     ],
@@ -73,8 +74,8 @@ def test_added_unknown_keys_are_refused(override, key):
 
 
 def test_added_known_key_and_added_group_still_work():
-    cfg, _ = compose_config("pretrain", ["scale=smoke", "++sparsity.level=0.0"])
-    assert cfg.sparsity.level == 0.0
+    cfg, _ = compose_config("pretrain", ["scale=smoke", "method=static", "++method.level=0.0"])
+    assert cfg.method.level == 0.0
 
 
 def test_force_add_may_set_a_key_only_some_group_options_have():

@@ -117,13 +117,6 @@ def test_bad_method_config_is_a_one_line_error_naming_the_key(overrides, key):
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
 
 
-def test_mst_masks_do_not_stack_on_static_sparsity():
-    node = _method_cfg()
-    node.sparsity = {"kind": "static"}
-    with pytest.raises(ConfigError, match="method=mst brings its own masks"):
-        method_hooks(node, toy_model(), STEPS)
-
-
 # ---------------------------------------------------------------- the plan and the budget
 
 

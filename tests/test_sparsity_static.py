@@ -140,5 +140,5 @@ def test_erk_hits_the_global_budget_and_caps_density():
     ],
 )
 def test_bad_sparsity_config_names_the_key(bad):
-    with pytest.raises(ConfigError, match="sparsity."):
+    with pytest.raises(ConfigError, match=r"^method\."):
         StaticSparsityConfig(**bad)

@@ -17,11 +17,9 @@ from sparselm.model import GPT, GPTConfig
 from sparselm.optim import OptimConfig
 from sparselm.progress import PROGRESS_MODES
 from sparselm.schedules import LR_SCHEDULES
-from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
 from sparselm.tracking import Tracker, TrackerConfig, build_tracker
 from sparselm.train import TrainConfig
 
-SPARSITY_KINDS = ("none", "static")
 MODEL_KEYS = ("vocab_size", "n_layer", "n_head", "d_model", "d_ff", "block_size", "bias", "dropout")
 
 
@@ -92,26 +90,6 @@ def optim_config(cfg: DictConfig) -> OptimConfig:
         allowed = ", ".join(LR_SCHEDULES)
         raise ConfigError(f"optim.lr_schedule={oc.lr_schedule!r} is unknown; allowed: {allowed}")
     return oc
-
-
-def sparsity_hooks(cfg: DictConfig, model: GPT) -> list[TrainHook]:
-    kind = cfg.sparsity.kind
-    if kind not in SPARSITY_KINDS:
-        raise ConfigError(f"sparsity.kind={kind!r} is unknown; allowed: {SPARSITY_KINDS}")
-    if kind == "none":
-        level = float(cfg.sparsity.get("level", 0.0))
-        if level != 0.0:
-            raise ConfigError(
-                f"sparsity.level={level} needs sparsity=static (sparsity=dense "
-                "is the dense control)"
-            )
-        return []
-    return [StaticSparsity.from_config(model.block_linears(), _static_config(cfg))]
-
-
-def _static_config(cfg: DictConfig) -> StaticSparsityConfig:
-    node = OmegaConf.create({k: v for k, v in cfg.sparsity.items() if k != "kind"})
-    return typed(StaticSparsityConfig, node, "sparsity")
 
 
 def flops_function(

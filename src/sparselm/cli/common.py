@@ -57,7 +57,7 @@ def compose_config(config_name: str, argv: Sequence[str]) -> tuple[DictConfig, P
 
 def _refuse_unknown_added_keys(config_name: str, argv: Sequence[str]) -> None:
     """``+key=value`` may only set keys the config has (a typo would else be carried along
-    silently: ``+sparsity.levle=0.5`` trained a dense run). ``++key=value`` is Hydra's "add or
+    silently: ``+method.levle=0.5`` trained a dense run). ``++key=value`` is Hydra's "add or
     override", for a key some choices of a group lack (``++prune.calibration_samples=16``
     applies to every pruner of a study): it stays allowed."""
     try:

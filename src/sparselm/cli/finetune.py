@@ -154,7 +154,7 @@ def kept_masks(model: GPT, ckpt: Path) -> list[TrainHook]:
     if not state:
         raise ConfigError(
             f"finetune.keep_mask=true but {ckpt} holds no sparsity masks "
-            "(was it pretrained with sparsity=static?)"
+            "(was it pretrained with method=static?)"
         )
     params = dict(model.named_parameters())
     masks = {k.removeprefix("mask."): v.bool() for k, v in state.items()}

@@ -1,10 +1,11 @@
 """Every training method a run can name with ``method=<name>``, in one entry shape.
 
-A method is its module under ``sparselm/methods`` (config dataclass + hooks), its YAML under
-``conf/method/`` and one entry here saying how the ``method`` node becomes hooks. The training
-loop never learns a method's name, and ``tests/test_methods.py`` runs the same invariants over
-every entry: the declared no-op trains exactly like dense, resume equals uninterrupted, the FLOP
-ledger adds up the logged steps, and masked weights stay zero.
+A method is its module (config dataclass + hooks) under ``sparselm/methods`` or
+``sparselm/sparsity``, its YAML under ``conf/method/`` and one entry here saying how the
+``method`` node becomes hooks (SPDF's static masks are ``method=static``, like any other). The
+training loop never learns a method's name, and ``tests/test_methods.py`` runs the same
+invariants over every entry: the declared no-op trains exactly like dense, resume equals
+uninterrupted, the FLOP ledger adds up the logged steps, and masked weights stay zero.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sparselm.methods.layer_drop import LayerDropConfig, LayerDropHook
 from sparselm.methods.raptr import RaptrConfig, RaptrHook
 from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT
+from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,10 @@ class Method:
     """How ``method=<name>`` enters training.
 
     ``parse`` turns the ``method`` node into the method's typed config (one line naming a bad
-    key); ``build`` makes the hooks for this model and run. ``owns_masks``: the hooks keep their
-    own masks, so ``sparsity=static`` cannot be added. ``noop``: overrides under which the method
-    must train exactly like the dense loop (checked bit for bit by tests/test_methods.py).
+    key); ``build`` makes the hooks for this model and run. ``owns_masks``: the hooks keep masks
+    (a ``MaskSet``) whose masked weights must stay exactly zero. ``noop``: overrides under which
+    the method must train exactly like the dense loop (checked bit for bit by
+    tests/test_methods.py).
     ``short_run``: overrides under which the method acts within a dozen steps (schedules and
     mask updates that a full run spreads over thousands), for the invariant tests.
     """
@@ -65,6 +68,15 @@ def _plain_loop(node: DictConfig) -> None:
         raise ConfigError(f"method.{extra[0]} is not a key of method=none")
 
 
+def _fields(node: DictConfig) -> DictConfig:
+    """The method's own keys: the ``method`` node less the registry's ``name``."""
+    return OmegaConf.create({k: node[k] for k in node if k != "name"})
+
+
+def _build_static(cfg: StaticSparsityConfig, model: GPT, run: RunShape) -> list[TrainHook]:
+    return [StaticSparsity.from_config(model.block_linears(), cfg)]
+
+
 def depth_method(
     config_cls: type,
     hook_cls: type[TrainHook],
@@ -74,8 +86,7 @@ def depth_method(
     """A method whose hook needs only the model's depth and the run's length (layer paths)."""
 
     def parse(node: DictConfig) -> Any:
-        fields = OmegaConf.create({k: node[k] for k in node if k != "name"})
-        return typed(config_cls, fields, "method")
+        return typed(config_cls, _fields(node), "method")
 
     def build(cfg: Any, model: GPT, run: RunShape) -> list[TrainHook]:
         try:
@@ -127,6 +138,13 @@ _MST = Method(
 
 METHODS: dict[str, Method] = {
     "none": Method(parse=_plain_loop, build=lambda cfg, model, run: []),
+    # SPDF's static masks on the block linears; level 0 keeps every weight (exact x1 masking)
+    "static": Method(
+        parse=lambda node: typed(StaticSparsityConfig, _fields(node), "method"),
+        build=_build_static,
+        owns_masks=True,
+        noop=("method.level=0.0",),
+    ),
     "raptr": depth_method(RaptrConfig, RaptrHook, noop=_FULL_DEPTH),
     "stacking": depth_method(StackingConfig, StackingHook, noop=_FULL_DEPTH),
     "layer_drop": depth_method(
@@ -153,12 +171,6 @@ def method_hooks(cfg: DictConfig, model: GPT, total_steps: int) -> list[TrainHoo
     """The hooks of ``cfg.method`` (a training method on top of the loop) for this model."""
     node = cfg.get("method") or OmegaConf.create({"name": "none"})
     entry = method_entry(node.get("name"))
-    kind = OmegaConf.select(cfg, "sparsity.kind", default="none")
-    if entry.owns_masks and kind != "none":
-        raise ConfigError(
-            f"method={node.name} brings its own masks; sparsity.kind={kind!r} would add a "
-            "second set (use sparsity=dense)"
-        )
     parsed = entry.parse(node)
     run = RunShape(
         total_steps=total_steps,
@@ -166,3 +178,10 @@ def method_hooks(cfg: DictConfig, model: GPT, total_steps: int) -> list[TrainHoo
         convention=str(OmegaConf.select(cfg, "flops.convention", default=DEFAULT_CONVENTION)),
     )
     return entry.build(parsed, model, run)
+
+
+def static_level(cfg: DictConfig) -> float:
+    """SPDF's mask level (``method=static``), recorded in metrics.json; 0 for any other method."""
+    if OmegaConf.select(cfg, "method.name", default="none") != "static":
+        return 0.0
+    return float(cfg.method.level)

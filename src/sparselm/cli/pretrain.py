@@ -23,7 +23,7 @@ from sparselm.cli.common import (
     save_resolved_config,
 )
 from sparselm.cli.job import train_and_record
-from sparselm.cli.method_registry import method_hooks
+from sparselm.cli.method_registry import method_hooks, static_level
 from sparselm.cli.prepare import ensure_shards, ensure_tokenizer
 from sparselm.cli.run_folder import claim_run_dir
 from sparselm.data.batches import TokenBatches
@@ -65,7 +65,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
     model = builders.build_model(model_cfg, int(cfg.seed), device)
     # FSDP replaces the parameters: shard before the hooks and the optimizer hold them
     model = distributed.shard_model(model, dist, train_cfg.parallel)
-    hooks = builders.sparsity_hooks(cfg, model) + method_hooks(cfg, model, train_cfg.steps)
+    hooks = method_hooks(cfg, model, train_cfg.steps)
     config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
     if dist.is_main:  # rank 0 writes every file
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
             builders.flop_summary(model_cfg, seq_len, cfg.flops.convention, hooks, train_cfg.steps)
             | {
                 "data": read_manifest(shards)["source"],
-                "static_sparsity": float(cfg.sparsity.get("level", 0.0)),  # sparsity=static only
+                "static_sparsity": static_level(cfg),
                 "method": str(cfg.method.name),
             }
         ),

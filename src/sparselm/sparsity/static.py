@@ -1,4 +1,5 @@
-"""SPDF static sparsity: a fixed mask on the block linears, enforced every step."""
+"""SPDF static sparsity (``method=static``): a fixed mask on the block linears, enforced every
+step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
 from sparselm.model import LINEAR_KINDS, BlockLinear
 from sparselm.sparsity.mask_set import MaskSet
-from sparselm.sparsity.masks import INITS, allocate_densities, magnitude_mask, random_mask
+from sparselm.sparsity.masks import (
+    DISTRIBUTIONS,
+    INITS,
+    allocate_densities,
+    magnitude_mask,
+    random_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,16 @@ class StaticSparsityConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.level < 1.0:
+            raise ConfigError(f"method.level={self.level} is out of range; allowed: 0 <= level < 1")
+        if self.distribution not in DISTRIBUTIONS:
             raise ConfigError(
-                f"sparsity.level={self.level} is out of range; allowed: 0 <= level < 1"
+                f"method.distribution={self.distribution!r} is unknown; allowed: {DISTRIBUTIONS}"
             )
         if self.init not in INITS:
-            raise ConfigError(f"sparsity.init={self.init!r} is unknown; allowed: {INITS}")
+            raise ConfigError(f"method.init={self.init!r} is unknown; allowed: {INITS}")
         bad = [t for t in self.targets if t not in LINEAR_KINDS]
         if bad:
-            raise ConfigError(f"sparsity.targets has {bad}; allowed kinds: {LINEAR_KINDS}")
+            raise ConfigError(f"method.targets has {bad}; allowed kinds: {LINEAR_KINDS}")
 
 
 def select_targets(linears: list[BlockLinear], kinds: tuple[str, ...]) -> list[BlockLinear]:
