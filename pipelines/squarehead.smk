@@ -23,12 +23,13 @@ rule sparse_finetune:
             f"prune={wc.pruner} {prune_target_overrides(wc.target)} distill={wc.loss}",
             shell_words(SQHEAD["overrides"]),
         ]),
+        launcher=config["launcher"],
     resources:
         gpu_share=TRAIN_GPU_SHARE,
     conda:
         "../environment.yml"
     shell:
-        "python -m sparselm.cli.sparse_finetune {params.overrides} > {log} 2>&1"
+        "{params.launcher} -m sparselm.cli.sparse_finetune {params.overrides} > {log} 2>&1"
 
 
 rule eval_sparse_nlg:

@@ -13,6 +13,7 @@ import torch
 import yaml
 from helpers import save_tiny_run
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
@@ -21,6 +22,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from sparselm.checkpoint import latest_checkpoint
 from sparselm.cli.common import run_cli
 from sparselm.cli.sparse_finetune import main
 from sparselm.data.tasks import load_task
@@ -68,6 +70,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _per_token_by_hand(run: Path, d_model: int, vocab: int, layers: int) -> float:
+    """squarehead.md §6 counted from the run's own files, not through the ledger's code:
+    3·F(student under its masks) + F(dense teacher), where F = 2·(block weights kept) + 4·T·d
+    per layer (the full T×T scores) + 2·d·V (the head)."""
+    masks = load_file(latest_checkpoint(run) / "hooks.safetensors")
+    masks = [m for k, m in masks.items() if k.startswith("static_sparsity/")]
+    kept, total = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
+    seq_len = min(yaml.safe_load((run / "config.yaml").read_text())["train"]["seq_len"], 64)
+    fixed = 4.0 * seq_len * d_model * layers + 2.0 * d_model * vocab
+    return 3.0 * (2.0 * kept + fixed) + (2.0 * total + fixed)
+
+
 @pytest.mark.parametrize("pruner", ["magnitude", "sparsegpt"])
 def test_one_shot_prune_then_fixed_mask_finetune_keeps_masks_exact(
     pruner, teacher, data_dir, tmp_path
@@ -84,6 +98,10 @@ def test_one_shot_prune_then_fixed_mask_finetune_keeps_masks_exact(
     assert len(m["layerwise_error_pruned"]) == len(m["layerwise_error_final"]) == 2
     assert m["pruned_val_loss"] > 0 and m["dense_val_loss"] > 0
     assert m["inference_flops_ratio"] > 1.0  # the head and attention stay dense: not 1/0.3
+    # the one FLOP ledger, with the teacher's forward reported by the distillation hook
+    vocab = Tokenizer.from_file(str(teacher / "tokenizer.json")).get_vocab_size()
+    by_hand = _per_token_by_hand(tmp_path / "run", 32, vocab, 2)  # helpers.toy_config's shape
+    assert m["flops_total"] / m["tokens"] == pytest.approx(by_hand, rel=1e-12)
     # the saved student is as sparse as its mask; the teacher's files are untouched
     saved = load_file(next((tmp_path / "run").glob("checkpoints/step_*/model.safetensors")))
     block = [v for k, v in saved.items() if k.startswith("blocks.") and v.dim() == 2]
@@ -133,6 +151,9 @@ def test_hugging_face_model_through_the_same_cli(kind, teacher, data_dir, tmp_pa
     )  # fmt: skip
     assert m["model_family"] == "hf" and m["mask_zero_outside"] and m["mask_nnz_unchanged"]
     assert m["mask_sparsity"] == pytest.approx(0.5, abs=2e-3)
+    # the ledger counts the HF model's own linears (Llama: GQA's smaller k/v, a gated MLP)
+    by_hand = _per_token_by_hand(tmp_path / "run", 32, 300, 2)
+    assert m["flops_total"] / m["tokens"] == pytest.approx(by_hand, rel=1e-12)
     # the native HF save reloads, and its block weights keep the pruned zeros
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf_model")
     names = ("c_attn", "c_fc", "q_proj", "down_proj")

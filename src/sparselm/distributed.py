@@ -70,6 +70,20 @@ class DistContext:
             return [float(v) for v in values]
         return self.sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
+    def from_main(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Rank 0's values into every rank's tensors, in place: a computation whose float
+        results could differ by rank (pruning's solves) then agrees everywhere."""
+        if not self.active:
+            return
+        with torch.no_grad():  # parameters are overwritten in place, outside autograd
+            for tensor in tensors:
+                if tensor.dtype == torch.bool:  # gloo broadcasts no bool tensors
+                    carrier = tensor.to(torch.uint8)
+                    dist.broadcast(carrier, src=0)
+                    tensor.copy_(carrier.bool())
+                else:
+                    dist.broadcast(tensor, src=0)
+
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (it may fill a cache); the other ranks follow after."""

@@ -42,15 +42,26 @@ class ModelShape:
     d_ff: int
     seq_len: int
     vocab_size: int
+    # weights per layer of each linear kind when they are not GPT's (d, d, d, d, d·f, f·d): a
+    # Hugging Face model's, read from its block linears (a gated MLP has two mlp_in matrices)
+    linear_params: tuple[tuple[str, int], ...] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "linear_params":
+                continue
             value = getattr(self, f.name)
             # bool is an int subclass; a True layer count is a config mistake, not 1
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{f.name}: must be a positive integer, got {value!r}")
         if self.d_model % self.n_head:
             raise ConfigError(f"n_head: must divide d_model={self.d_model}, got {self.n_head}")
+
+    def weights_per_layer(self) -> dict[str, int]:
+        """Weights of each linear kind in one layer (the forward does 2 FLOPs per weight)."""
+        if self.linear_params is not None:
+            return dict(self.linear_params)
+        return {kind: n_in * n_out for kind, (n_in, n_out) in self.linear_dims().items()}
 
     def linear_dims(self) -> dict[str, tuple[int, int]]:
         """(n_in, n_out) of each per-layer linear kind."""
@@ -122,9 +133,9 @@ def _linear_flops(shape: ModelShape, density: Mapping[str, float] | None) -> flo
             f"density: unknown linear kind {unknown[0]!r}, allowed: {', '.join(LINEAR_KINDS)}"
         )
     total = 0.0
-    for kind, (n_in, n_out) in shape.linear_dims().items():
+    for kind, weights in shape.weights_per_layer().items():
         delta = _check_fraction(f"density.{kind}", density.get(kind, 1.0))
-        total += 2.0 * n_in * n_out * delta
+        total += 2.0 * weights * delta
     return total
 
 
@@ -179,12 +190,15 @@ def train_flops_per_token(
     attn_density: float = 1.0,
     convention: str = DEFAULT_CONVENTION,
     dense_weight_grad: bool = False,
+    teacher_forwards: float = 0.0,
 ) -> dict[str, float]:
     """Training FLOPs per token: 3 × forward (forward, activation grad, weight grad).
 
     ``dense_weight_grad`` marks a dynamic-sparse-training update step (mst.md §4): the
     weight-gradient matmul of every sparse linear runs at full density to score growth, so
     ``dst_overhead`` (see ``dense_weight_grad_overhead``) is added to ``total``.
+    ``teacher_forwards``: dense forwards of a frozen teacher of the same shape per token
+    (distillation, squarehead.md §6), added to ``total`` as ``teacher``.
     """
     fwd = forward_flops_per_token(
         shape,
@@ -203,6 +217,11 @@ def train_flops_per_token(
             executed_block_frac=executed_block_frac,
         )
         out["total"] += out["dst_overhead"]
+    if teacher_forwards:
+        out["teacher"] = (
+            teacher_forwards * forward_flops_per_token(shape, convention=convention)["total"]
+        )
+        out["total"] += out["teacher"]
     return out
 
 

@@ -93,6 +93,12 @@ class HFCausalLM(nn.Module):
     def lm_head(self) -> nn.Module:
         return self.hf.get_output_embeddings()
 
+    @property
+    def n_head(self) -> int:
+        """Attention heads (the FLOP ledger's chinchilla convention counts softmax per head)."""
+        config = self.hf.config
+        return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1))
+
     def block_linears(self) -> list[BlockLinear]:
         """Block weights ordered by layer, then by module order; embeddings and head excluded."""
         found: list[tuple[int, int, BlockLinear]] = []

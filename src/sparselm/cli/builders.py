@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from sparselm.cli.common import typed
 from sparselm.errors import ConfigError
@@ -93,17 +94,40 @@ def optim_config(cfg: DictConfig) -> OptimConfig:
 
 
 def flops_function(
-    model: GPTConfig, seq_len: int, convention: str
+    model: GPTConfig | ModelShape, seq_len: int, convention: str
 ) -> Callable[[dict[str, Any]], float]:
-    """Per-token training FLOPs for a step, from the factors the hooks report."""
+    """Per-token training FLOPs for a step, from the factors the hooks report: the one ledger
+    of pretraining, fine-tuning and sparse fine-tuning (``shape_of`` for a model at hand)."""
     if convention not in CONVENTIONS:
         raise ConfigError(f"flops.convention={convention!r} is unknown; allowed: {CONVENTIONS}")
-    shape = model_shape(model, seq_len)
+    shape = model if isinstance(model, ModelShape) else model_shape(model, seq_len)
 
     def per_token(factors: dict[str, Any]) -> float:
         return train_flops_per_token(shape, convention=convention, **factors)["total"]
 
     return per_token
+
+
+def shape_of(model: nn.Module, seq_len: int) -> ModelShape:
+    """The FLOP shape of a loaded model: our GPT's from its config, any other's (a Hugging Face
+    causal LM) from its block linears, embeddings and head."""
+    if isinstance(model, GPT):
+        return model_shape(model.config, seq_len)
+    linears = model.block_linears()
+    layers = len({t.layer for t in linears})
+    weights: dict[str, int] = {}
+    for t in linears:
+        weights[t.kind] = weights.get(t.kind, 0) + t.shape[0] * t.shape[1]
+    vocab, d_model = model.lm_head.weight.shape
+    return ModelShape(
+        n_layer=layers,
+        d_model=int(d_model),
+        n_head=int(getattr(model, "n_head", 1)),  # read only by the chinchilla convention
+        d_ff=1,  # unused: linear_params gives the linears
+        seq_len=seq_len,
+        vocab_size=int(vocab),
+        linear_params=tuple((kind, n // layers) for kind, n in weights.items()),
+    )
 
 
 def model_shape(model: GPTConfig, seq_len: int) -> ModelShape:

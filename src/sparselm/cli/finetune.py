@@ -1,101 +1,148 @@
-"""Fine-tune a pretrained checkpoint on one task: ``python -m sparselm.cli.finetune``.
+"""Fine-tune a model on one task: ``python -m sparselm.cli.finetune``.
 
-SPDF fine-tunes densely: masks are dropped, masked weights start at exactly 0 and may learn,
-and the optimizer starts fresh. ``finetune.keep_mask=true`` is the sparse fine-tuning ablation.
-Writes the same files as pretraining into ``hydra.run.dir``.
+The one fine-tuning entry point. A job is this module's shared body (run folder, torchrun,
+task batches, the FLOP ledger, metrics.json last) plus a *plan*: what trains and under which
+hooks. SPDF's plan (``dense_plan``) fine-tunes densely: masks are dropped, masked weights start
+at exactly 0 and may learn, and the optimizer starts fresh; ``finetune.keep_mask=true`` is the
+sparse fine-tuning ablation. SquareHead's plan (``sparse_finetune.sparse_plan``, run by
+``python -m sparselm.cli.sparse_finetune``) prunes a copy of the dense teacher and adds the
+mask and distillation hooks. Writes the same files as pretraining into ``hydra.run.dir``.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
+from torch import nn
 
 from sparselm import distributed
 from sparselm.checkpoint import load_hook_tensors
 from sparselm.cli import builders
 from sparselm.cli.checks import check_job
-from sparselm.cli.common import (
-    compose_config,
-    pick_device,
-    run_cli,
-    save_resolved_config,
-)
+from sparselm.cli.common import compose_config, pick_device, run_cli, save_resolved_config
 from sparselm.cli.job import train_and_record
+from sparselm.cli.model_source import ModelSource, is_hf, load_source, save_hf_model
 from sparselm.cli.run_folder import check_start, claim_run_dir, record_start, require_finished
 from sparselm.data.task_batches import TaskBatches, subset_indices
 from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
-from sparselm.loading import TOKENIZER_FILE, load_trained, tokenizer_path_of
 from sparselm.model import GPT
 from sparselm.optim import build_adamw
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.sparsity.static import StaticSparsity
 from sparselm.tracking import NullTracker
-from sparselm.train import TrainRun
+from sparselm.train import TrainConfig, TrainRun
+
+
+@dataclass
+class Plan:
+    """What a fine-tuning job trains: the model, its hooks, and its own metrics.json fields
+    (``describe`` maps the training metrics to them; it runs on rank 0 after training)."""
+
+    model: nn.Module
+    hooks: list[TrainHook]
+    describe: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+# (cfg, the start model, the task batches, the training config, the ranks) -> the plan
+PlanBuilder = Callable[
+    [DictConfig, ModelSource, TaskBatches, TrainConfig, distributed.DistContext], Plan
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A kind of fine-tuning job: its config, the key naming its start model, its plan."""
+
+    config_name: str
+    source_key: str
+    plan: PlanBuilder
 
 
 def main(argv: Sequence[str]) -> int:
-    cfg, run_dir = compose_config("finetune", argv)
+    return run_job(FINETUNE, argv)
+
+
+def run_job(job: Job, argv: Sequence[str]) -> int:
+    cfg, run_dir = compose_config(job.config_name, argv)
     check_job(cfg)
     with distributed.session(str(cfg.device)) as dist:
-        return finetune(cfg, run_dir, dist)
+        return finetune(cfg, run_dir, dist, job)
 
 
-def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> int:
+def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job: Job) -> int:
     claim_run_dir(cfg, run_dir, write=dist.is_main)  # before anything is written
     dist.barrier()
     device = dist.device(pick_device(cfg.device))
-    require_finished(Path(cfg.pretrained), "pretrained")
-    model, tok, ckpt = load_trained(Path(cfg.pretrained), device)
-    start = check_start(run_dir, "pretrained", ckpt)
-    batches = task_batches(cfg, tok, model.config.block_size)
+    if not is_hf(cfg) and cfg.get(job.source_key):
+        require_finished(Path(cfg[job.source_key]), job.source_key)
+    source = load_source(cfg, device, job.source_key)
+    start = check_start(run_dir, job.source_key, source.origin) if not is_hf(cfg) else None
+    batches = task_batches(
+        cfg, source.tokenizer, source.max_len, source.eos_id if source.hf_eos else None
+    )
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
-    model = distributed.shard_model(model, dist, train_cfg.parallel)  # before hooks/optimizer
-    hooks = kept_masks(model, ckpt) if cfg.finetune.keep_mask else []
+    plan = job.plan(cfg, source, batches, train_cfg, dist)
 
     config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
     if dist.is_main:  # rank 0 writes every file
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tokenizer_path_of(ckpt), run_dir / TOKENIZER_FILE)
+        source.copy_tokenizer(run_dir)
         config_yaml = save_resolved_config(cfg, run_dir)
         record_start(run_dir, start)
-        tracker = builders.tracker(cfg, run_dir, job_type="finetune")
-    model.train()
+        tracker = builders.tracker(cfg, run_dir, job_type=job.config_name)
+    plan.model.train()
+    shape = builders.shape_of(plan.model, batches.seq_len)
     run = TrainRun(
-        model=model,
-        optimizer=build_adamw(model, optim_cfg),
+        model=plan.model,
+        optimizer=build_adamw(plan.model, optim_cfg),
         batches=batches,
         cfg=train_cfg,
         optim=optim_cfg,
         out_dir=run_dir,
-        hooks=hooks,
+        hooks=plan.hooks,
         tracker=tracker,
-        flops_per_token=builders.flops_function(
-            model.config, batches.seq_len, cfg.flops.convention
-        ),
+        flops_per_token=builders.flops_function(shape, batches.seq_len, cfg.flops.convention),
         config_yaml=config_yaml,
         dist=dist,
     )
-    train_and_record(
-        run,
-        bool(cfg.resume),
-        lambda _: {
-            "task": cfg.task.name,
-            "fraction": float(cfg.task.fraction),
-            "train_examples": batches.num_train_examples,
-            "keep_mask": cfg.finetune.keep_mask,
-            "pretrained": str(ckpt),
-        },
-    )
+    train_and_record(run, bool(cfg.resume), plan.describe)
+    if source.family == "hf" and dist.is_main:
+        save_hf_model(source, plan.model, run_dir / "hf_model")
     return 0
+
+
+def dense_plan(
+    cfg: DictConfig,
+    source: ModelSource,
+    batches: TaskBatches,
+    train_cfg: TrainConfig,
+    dist: distributed.DistContext,
+) -> Plan:
+    """SPDF: the pretrained model itself, dense (or under its pretraining masks: keep_mask)."""
+    model = distributed.shard_model(source.model, dist, train_cfg.parallel)  # before hooks
+    if cfg.finetune.keep_mask and source.family != "sparselm":
+        raise ConfigError("finetune.keep_mask=true needs masks from one of our pretraining runs")
+    hooks = kept_masks(model, source.origin) if cfg.finetune.keep_mask else []
+    fields = {
+        "task": cfg.task.name,
+        "fraction": float(cfg.task.fraction),
+        "train_examples": batches.num_train_examples,
+        "keep_mask": cfg.finetune.keep_mask,
+        "pretrained": str(source.origin),
+    }
+    return Plan(model, hooks, lambda _: fields)
+
+
+FINETUNE = Job("finetune", "pretrained", dense_plan)
 
 
 def task_batches(

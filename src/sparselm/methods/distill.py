@@ -193,5 +193,9 @@ class DistillationHook(TrainHook):
         self._micro += 1
         return terms
 
+    def flop_factors(self, step: int) -> dict[str, Any]:
+        # KL and SquareHead run the frozen dense teacher's forward on every token
+        return {"teacher_forwards": 1.0} if self.cfg.kl > 0 or self.cfg.squarehead > 0 else {}
+
     def log_fields(self, step: int) -> dict[str, Any]:
         return {k: v / max(1, self._micro) for k, v in self._sums.items()}
