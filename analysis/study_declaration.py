@@ -1,5 +1,5 @@
-"""A study's declaration, ``pipelines/studies/<study>.yaml``: its label, how its runs are named
-and the tables and figures it writes, with their captions.
+"""A study's declaration, ``pipelines/studies/<study>.yaml``: its label, how its runs are named,
+the tables and figures it writes (with their captions) and its grid of runs per scale.
 
 The pipeline's rules (their outputs) and the study's report (its sections) read the same file,
 so an output is named once. Torch- and pandas-free: the Snakefile reads it while the DAG is
@@ -24,6 +24,7 @@ class StudyDeclaration:
     layout: str  # sparsity (s0.75_seed0), variant (rigl_seed0) or squarehead
     tables: dict[str, str]  # output stem -> caption
     figures: dict[str, str]
+    grids: dict[str, dict]  # scale -> the study's runs at that scale
 
 
 def declared_studies(directory: Path = STUDIES_DIR) -> list[str]:

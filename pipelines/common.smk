@@ -26,6 +26,21 @@ def _validate(cfg: dict) -> None:
         raise ValueError(f"bad study config: key {key}: {error.message}")
 
 
+# a study is its declaration (pipelines/studies/<study>.yaml: run layout, tables, figures and
+# its grid of runs per scale); a --config/--configfile value for <study>.grids overrides it
+STUDIES = {study: load_declaration(study) for study in declared_studies()}
+
+
+def _merged(base, over):
+    """``over`` on top of ``base``, nested mappings merged key by key (as Snakemake merges
+    config files), so an override of one scale's grid leaves the others."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    return {**base, **{k: _merged(base[k], v) if k in base else v for k, v in over.items()}}
+
+
+for _study, _declared in STUDIES.items():
+    config[_study] = _merged({"grids": _declared.grids}, config.get(_study) or {})
 _validate(config)
 # Rules run `python -m sparselm.cli...` and `python -m analysis...`: put this checkout's code
 # first on the path, so they work in a --use-conda environment that does not install sparselm.
@@ -49,9 +64,6 @@ def _at_scale(*keys: str):
     return table[SCALE]
 
 
-# a study is its declaration (pipelines/studies/<study>.yaml: run layout, tables, figures) plus
-# its grid of runs at this scale (<study>.grids.<scale> in the study config)
-STUDIES = {study: load_declaration(study) for study in declared_studies()}
 GRIDS = {study: _at_scale(study, "grids") for study in STUDIES}
 SPDF, SQHEAD = GRIDS["spdf"], GRIDS["squarehead"]
 # the studies whose runs pretrain (SquareHead starts from the SPDF study's dense runs)

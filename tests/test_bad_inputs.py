@@ -17,6 +17,7 @@ from bad_inputs_table import CASES, DOC, Workspace, markdown, prepared_dir, run_
 from helpers import toy_model
 from safetensors.torch import load_file, save_file
 
+from analysis.study_declaration import load_declaration
 from sparselm.checkpoint import TrainingState, latest_checkpoint, save_checkpoint
 from sparselm.cli.run_folder import (
     LOCK_FILE,
@@ -181,7 +182,7 @@ def _snakemake(*args: str, data_dir: Path, config: tuple[str, ...]) -> subproces
 
 
 def test_unknown_zeroshot_task_fails_when_the_dag_is_built(data_dir, tmp_path):
-    grid = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["spdf"]["grids"]
+    grid = load_declaration("spdf").grids
     bad = tmp_path / "bad.yaml"
     smoke = grid["smoke"] | {"zeroshot_tasks": ["sparselm_piqa", "nonexistent_task"]}
     bad.write_text(yaml.safe_dump({"spdf": {"grids": {"smoke": smoke}}}))

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from test_pipeline import BLOCK_IMPORTS, run_smoke_study, snakemake
 
+from analysis.study_declaration import load_declaration
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-GRIDS = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["compare"]["grids"]
+GRIDS = load_declaration("compare").grids
 GRID = GRIDS["smoke"]
 VARIANTS = list(GRID["variants"])
 METHODS = {"dense": "none", "static": "static_sparse", "raptr": "raptr", "rigl": "rigl"}

@@ -12,19 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from analysis.provenance import read_stamp, with_stamp
 from analysis.publish_reports import main as publish_main
-from analysis.study_declaration import declared_studies
+from analysis.study_declaration import declared_studies, load_declaration
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = [f"reproduce_{study}" for study in declared_studies()]
-TINY = {
-    study: node["grids"]["tiny"]
-    for study, node in yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text()).items()
-    if isinstance(node, dict) and "grids" in node
-}
+TINY = {study: load_declaration(study).grids["tiny"] for study in declared_studies()}
 
 
 def _fresh_checkout(dest: Path) -> Path:

@@ -12,9 +12,11 @@ import pytest
 import yaml
 from test_pipeline import run_smoke_study, snakemake
 
+from analysis.study_declaration import load_declaration
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-GRID = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["mst"]["grids"]["smoke"]
+GRID = load_declaration("mst").grids["smoke"]
 VARIANTS = list(GRID["variants"])
 VERDICT = r"(HELD|DID NOT HOLD|INCONCLUSIVE|NOT TESTABLE)"
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from analysis.study_declaration import load_declaration
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-GRID = yaml.safe_load((ROOT / "pipelines/config/default.yaml").read_text())["spdf"]["grids"][
-    "smoke"
-]
+GRID = load_declaration("spdf").grids["smoke"]
 
 
 def snakemake(*args: str, data_dir: Path, env_extra: dict | None = None):
@@ -147,6 +147,7 @@ def test_forced_rerun_never_deletes_raw_data(data_dir, tmp_path):
 
 BLOCK_IMPORTS = '''
 import sys
+from analysis.study_declaration import load_declaration
 
 
 class _Refuse:

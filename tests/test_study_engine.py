@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -93,3 +94,19 @@ def test_every_study_schedules_the_recorded_jobs(scale, data_dir, tmp_path):
     missing, extra = sorted(set(expected) - set(commands)), sorted(set(commands) - set(expected))
     assert not missing and not extra, f"not scheduled: {missing[:3]}; new: {extra[:3]}"
     assert len(commands) == len(expected)
+
+
+@pytest.mark.slow
+def test_a_configfile_overrides_one_scale_of_a_declared_grid(data_dir, tmp_path):
+    """The grids live in the declarations; a --configfile changes one scale's and keeps the
+    rest (here: RaPTr's smoke seeds), as the docs promise."""
+    override = tmp_path / "more_seeds.yaml"
+    override.write_text(yaml.safe_dump({"raptr": {"grids": {"smoke": {"seeds": [0, 1]}}}}))
+    results = tmp_path / "results"
+    args = ("-n", "--config", "scale=smoke", f"data_dir={data_dir}", f"results_dir={results}")
+    proc = snakemake("reproduce_raptr", *args, "--configfile", str(override), data_dir=data_dir)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    variants = load_declaration("raptr").grids["smoke"]["variants"]
+    pretrain = re.search(r"^pretrain\s+(\d+)$", proc.stdout, re.MULTILINE)
+    assert pretrain is not None and int(pretrain.group(1)) == 2 * len(variants)
+    assert "seed1" in proc.stdout  # the second seed's runs, with the grid's other keys kept
