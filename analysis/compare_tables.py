@@ -20,7 +20,7 @@ import pandas as pd
 from analysis import mst_runs, raptr_runs
 from analysis.collect import collect_variants, load_variant_curves
 from analysis.outputs import variant_outputs_main, write_table
-from analysis.stats import format_mean_ci
+from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
 
 DENSE = "dense"
@@ -186,19 +186,6 @@ def main_table(
     return table.rename_axis("variant").reset_index()
 
 
-def _num(fmt: str):
-    return lambda x: "–" if pd.isna(x) else fmt.format(x)
-
-
-def _formatted(table: pd.DataFrame, prefix: str, digits: int, unit: str = "") -> list[str]:
-    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
-    out = []
-    for mean, ci, n in cols:
-        text = format_mean_ci(mean, ci, 0 if pd.isna(n) else int(n), digits)
-        out.append(text if text == "–" or not unit else text.replace(" ", f"{unit} ", 1))
-    return out
-
-
 def _paired(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
     """A signed paired difference: ``+0.271 ± 0.050``, ``+0.271 (n=1)``; dense: reference."""
     cols = ["variant", f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]
@@ -236,21 +223,21 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
         {
             "variant": table["variant"],
             "schedule": table["schedule"],
-            "final val loss": _formatted(table, "final_val_loss", 3),
+            "final val loss": mean_ci_cells(table, "final_val_loss", 3),
             "Δ vs dense (paired)": _paired(table, "final_val_loss_delta", 3),
-            "train FLOPs (ledger)": table["flops_total_mean"].map(_num("{:.3e}")),
-            "FLOP reduction vs dense": _formatted(table, "flops_reduction", 3, "×"),
-            f"val loss at {budget:.3e} FLOPs": _formatted(table, "loss_at_budget", 3),
+            "train FLOPs (ledger)": table["flops_total_mean"].map(cell("{:.3e}")),
+            "FLOP reduction vs dense": mean_ci_cells(table, "flops_reduction", 3, "×"),
+            f"val loss at {budget:.3e} FLOPs": mean_ci_cells(table, "loss_at_budget", 3),
             "Δ vs dense at equal FLOPs": _paired(table, "loss_at_budget_delta", 3),
             "FLOPs to reach dense's final loss": _reached(table),
-            "step time vs dense (measured)": _formatted(table, "step_time_rel", 2, "×"),
+            "step time vs dense (measured)": mean_ci_cells(table, "step_time_rel", 2, "×"),
             "FLOPs per step vs dense (ledger)": table["flops_per_step_rel_mean"].map(
-                _num("{:.3f}×")
+                cell("{:.3f}×")
             ),
         }
     )
     if "zeroshot_acc_mean" in table:
-        shown["zero-shot acc"] = _formatted(table, "zeroshot_acc", 4)
+        shown["zero-shot acc"] = mean_ci_cells(table, "zeroshot_acc", 4)
     return shown
 
 

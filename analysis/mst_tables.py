@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, RunSpec, budget, load_specs, ordered_variants, schedule_label
 from analysis.outputs import variant_outputs_main, write_table
-from analysis.stats import format_mean_ci
+from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
     paired_delta,
     pretrain_metric,
@@ -55,43 +55,20 @@ def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
     return table.rename_axis("variant").reset_index()
 
 
-def _num(fmt: str):
-    return lambda x: "–" if pd.isna(x) else fmt.format(x)
-
-
-def _formatted(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
-    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
-    return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
-
-
-def _delta(table: pd.DataFrame, prefix: str, digits: int, scale: float = 1.0) -> list[str]:
-    out = []
-    for v, m, c in table[["variant", f"{prefix}_delta_mean", f"{prefix}_delta_ci95"]].values:
-        if v == DENSE:
-            out.append("reference")
-        elif pd.isna(m):
-            out.append("–")
-        else:
-            out.append(
-                f"{m * scale:+.{digits}f}" + ("" if pd.isna(c) else f" ± {c * scale:.{digits}f}")
-            )
-    return out
-
-
 def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     n_tasks = int(table["zeroshot_tasks"].max()) if len(table) else 0
     return pd.DataFrame(
         {
             "variant": table["variant"],
-            "final val loss": _formatted(table, "val_loss", 3),
-            "Δ vs dense (paired)": _delta(table, "val_loss", 3),
-            "val perplexity": _formatted(table, "val_ppl", 1),
-            "train FLOPs": table["flops_total_mean"].map(_num("{:.3e}")),
-            "FLOP reduction vs dense": table["flops_reduction"].map(_num("{:.3f}×")),
-            "wall clock (s)": _formatted(table, "wall_time_s", 1),
-            "wall vs dense": table["wall_rel"].map(_num("{:.2f}")),
-            f"zero-shot acc ({n_tasks} tasks)": _formatted(table, "zeroshot_acc", 4),
-            "zero-shot Δ vs dense (pt)": _delta(table, "zeroshot_acc", 2, scale=100.0),
+            "final val loss": mean_ci_cells(table, "val_loss", 3),
+            "Δ vs dense (paired)": delta_cells(table, "val_loss", DENSE, 3),
+            "val perplexity": mean_ci_cells(table, "val_ppl", 1),
+            "train FLOPs": table["flops_total_mean"].map(cell("{:.3e}")),
+            "FLOP reduction vs dense": table["flops_reduction"].map(cell("{:.3f}×")),
+            "wall clock (s)": mean_ci_cells(table, "wall_time_s", 1),
+            "wall vs dense": table["wall_rel"].map(cell("{:.2f}")),
+            f"zero-shot acc ({n_tasks} tasks)": mean_ci_cells(table, "zeroshot_acc", 4),
+            "zero-shot Δ vs dense (pt)": delta_cells(table, "zeroshot_acc", DENSE, 2, scale=100.0),
         }
     )
 
@@ -112,7 +89,7 @@ def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
 def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({"variant": table["variant"]})
     for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
-        shown[col.replace("_", " ")] = _formatted(table, col, 2 if "perplexity" in col else 4)
+        shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
     return shown
 
 
@@ -140,12 +117,12 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "variant": table["variant"],
             "schedule": table["schedule"],
             "solved knob": knob,
-            "planned reduction": col("planned_reduction").map(_num("{:.3f}×")),
-            "measured reduction": col("measured_reduction").map(_num("{:.3f}×")),
-            "DST overhead (share of FLOPs)": col("dst_overhead_share").map(_num("{:.1%}")),
-            "mask updates (no optimizer step)": col("updates").map(_num("{:.0f}")),
-            "HSA steps": col("hsa_steps").map(_num("{:.0f}")),
-            "HSA attention density": col("hsa_attn_density").map(_num("{:.3f}")),
+            "planned reduction": col("planned_reduction").map(cell("{:.3f}×")),
+            "measured reduction": col("measured_reduction").map(cell("{:.3f}×")),
+            "DST overhead (share of FLOPs)": col("dst_overhead_share").map(cell("{:.1%}")),
+            "mask updates (no optimizer step)": col("updates").map(cell("{:.0f}")),
+            "HSA steps": col("hsa_steps").map(cell("{:.0f}")),
+            "HSA attention density": col("hsa_attn_density").map(cell("{:.3f}")),
         }
     )
 

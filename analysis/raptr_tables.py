@@ -27,7 +27,7 @@ from analysis.raptr_runs import (
     schedule_label,
     stage_boundaries,
 )
-from analysis.stats import format_mean_ci
+from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
     ACCURACY,
     paired_delta,
@@ -85,39 +85,22 @@ def main_table(
     return table.rename_axis("variant").reset_index()
 
 
-def _num(fmt: str):
-    return lambda x: "–" if pd.isna(x) else fmt.format(x)
-
-
-def _formatted(table: pd.DataFrame, prefix: str, digits: int) -> list[str]:
-    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
-    return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
-
-
 def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
-    delta = [
-        "reference"
-        if v == BASELINE
-        else "–"
-        if pd.isna(m)
-        else f"{m:+.3f}" + ("" if pd.isna(c) else f" ± {c:.3f}")
-        for v, m, c in table[["variant", "val_loss_delta_mean", "val_loss_delta_ci95"]].values
-    ]
     iso = table.get("baseline_val_loss_at_flops", pd.Series(math.nan, index=table.index))
     n_tasks = int(table["zeroshot_tasks"].max()) if len(table) else 0
     return pd.DataFrame(
         {
             "variant": table["variant"],
             "schedule": table["schedule"],
-            "final val loss": _formatted(table, "val_loss", 3),
-            "Δ vs baseline (paired)": delta,
-            "baseline val loss at same FLOPs": iso.map(_num("{:.3f}")),
-            "train FLOPs": table["flops_total_mean"].map(_num("{:.3e}")),
-            "FLOPs vs baseline": table["flops_rel"].map(_num("{:.3f}")),
-            "block FLOPs (schedule)": table["block_flops_rel"].map(_num("{:.3f}")),
-            "wall clock (s)": _formatted(table, "wall_time_s", 1),
-            "wall vs baseline": table["wall_rel"].map(_num("{:.2f}")),
-            f"zero-shot acc ({n_tasks} tasks)": _formatted(table, "zeroshot_acc", 4),
+            "final val loss": mean_ci_cells(table, "val_loss", 3),
+            "Δ vs baseline (paired)": delta_cells(table, "val_loss", BASELINE, 3),
+            "baseline val loss at same FLOPs": iso.map(cell("{:.3f}")),
+            "train FLOPs": table["flops_total_mean"].map(cell("{:.3e}")),
+            "FLOPs vs baseline": table["flops_rel"].map(cell("{:.3f}")),
+            "block FLOPs (schedule)": table["block_flops_rel"].map(cell("{:.3f}")),
+            "wall clock (s)": mean_ci_cells(table, "wall_time_s", 1),
+            "wall vs baseline": table["wall_rel"].map(cell("{:.2f}")),
+            f"zero-shot acc ({n_tasks} tasks)": mean_ci_cells(table, "zeroshot_acc", 4),
         }
     )
 
@@ -138,7 +121,7 @@ def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
 def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({"variant": table["variant"]})
     for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
-        shown[col.replace("_", " ")] = _formatted(table, col, 2 if "perplexity" in col else 4)
+        shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
     return shown
 
 
@@ -217,10 +200,10 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "val loss after (step)": [
                 f"{v:.3f} ({s:.0f})" for v, s in table[["val_after", "val_after_step"]].values
             ],
-            "val jump": table["val_jump"].map(_num("{:+.3f}")),
-            "baseline change": table["baseline_val_change"].map(_num("{:+.3f}")),
-            "jump − baseline": table["val_jump_vs_baseline"].map(_num("{:+.3f}")),
-            "train loss jump (window mean)": table["train_jump"].map(_num("{:+.3f}")),
+            "val jump": table["val_jump"].map(cell("{:+.3f}")),
+            "baseline change": table["baseline_val_change"].map(cell("{:+.3f}")),
+            "jump − baseline": table["val_jump_vs_baseline"].map(cell("{:+.3f}")),
+            "train loss jump (window mean)": table["train_jump"].map(cell("{:+.3f}")),
         }
     )
 

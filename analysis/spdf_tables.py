@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.collect import collect
 from analysis.outputs import write_table
-from analysis.stats import format_mean_ci, summarize
+from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
 TASK_NAMES = {"e2e": "E2E", "webnlg": "WebNLG", "dart": "DART"}
@@ -85,21 +85,12 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame({"sparsity": table["sparsity"].map(sparsity_label)})
     tasks = [c.removesuffix("_bleu_mean") for c in table.columns if c.endswith("_bleu_mean")]
     for t in tasks:
-        shown[f"{task_name(t)} BLEU (f=1.0)"] = _formatted(table, f"{t}_bleu")
-    shown["pretrain FLOPs"] = table["pretrain_flops_total"].map(_num("{:.3e}"))
-    shown["train FLOPs/token"] = table["train_flops_per_token"].map(_num("{:.3e}"))
-    shown["FLOP reduction vs dense"] = table["flops_reduction"].map(_num("{:.2f}×"))
-    shown["pretrain val loss"] = _formatted(table, "pretrain_val_loss", digits=3)
+        shown[f"{task_name(t)} BLEU (f=1.0)"] = mean_ci_cells(table, f"{t}_bleu")
+    shown["pretrain FLOPs"] = table["pretrain_flops_total"].map(cell("{:.3e}"))
+    shown["train FLOPs/token"] = table["train_flops_per_token"].map(cell("{:.3e}"))
+    shown["FLOP reduction vs dense"] = table["flops_reduction"].map(cell("{:.2f}×"))
+    shown["pretrain val loss"] = mean_ci_cells(table, "pretrain_val_loss", digits=3)
     return shown
-
-
-def _num(fmt: str):
-    return lambda x: "–" if pd.isna(x) else fmt.format(x)
-
-
-def _formatted(table: pd.DataFrame, prefix: str, digits: int = 2) -> list[str]:
-    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
-    return [format_mean_ci(m, c, 0 if pd.isna(n) else int(n), digits) for m, c, n in cols]
 
 
 MIN_DENSE_BLEU = 1.0  # below this the dense model produces no scoreable text
@@ -134,7 +125,9 @@ def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
         # preference order matters: "..._acc_norm" must not be read as metric "norm"
         metric = next(m for m in ZEROSHOT_PREFERENCE if col.endswith(f"_{m}"))
         task = col.removesuffix(f"_{metric}")
-        shown[f"{task} {metric}"] = _formatted(table, col, digits=2 if "perplexity" in col else 4)
+        shown[f"{task} {metric}"] = mean_ci_cells(
+            table, col, digits=2 if "perplexity" in col else 4
+        )
     return shown
 
 
@@ -182,9 +175,11 @@ def rel_drop_markdown(table: pd.DataFrame) -> pd.DataFrame:
             "sparsity": table["sparsity"].map(sparsity_label),
             "task": table["task"].map(task_name),
             "fraction": table["fraction"].map(lambda x: f"{x:g}"),
-            "dense BLEU": table["dense_bleu"].map(_num("{:.2f}")),
-            "BLEU": _formatted(table.rename(columns={"bleu": "bleu_mean", "n": "bleu_n"}), "bleu"),
-            "ΔBLEU": table["delta_bleu"].map(_num("{:+.2f}")),
+            "dense BLEU": table["dense_bleu"].map(cell("{:.2f}")),
+            "BLEU": mean_ci_cells(
+                table.rename(columns={"bleu": "bleu_mean", "n": "bleu_n"}), "bleu"
+            ),
+            "ΔBLEU": table["delta_bleu"].map(cell("{:+.2f}")),
             "drop vs dense": [
                 format_mean_ci(m, c, int(n), 1) + " %"
                 for m, c, n in table[["rel_drop_pct", "rel_drop_ci95", "n"]].itertuples(index=False)

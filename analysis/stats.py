@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,3 +45,37 @@ def format_mean_ci(mean: float, ci: float, n: int, digits: int = 2) -> str:
     if n < 2 or not math.isfinite(ci):
         return f"{mean:.{digits}f} (n={n})"
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def cell(fmt: str) -> Callable[[float], str]:
+    """A table cell formatter: ``fmt`` of a number, ``–`` for a missing one."""
+    return lambda x: "–" if pd.isna(x) else fmt.format(x)
+
+
+def mean_ci_cells(table: pd.DataFrame, prefix: str, digits: int = 2, unit: str = "") -> list[str]:
+    """The ``<prefix>_mean/_ci95/_n`` columns as ``format_mean_ci`` text, ``unit`` after the
+    mean (``1.02× ± 0.01``)."""
+    cols = table[[f"{prefix}_mean", f"{prefix}_ci95", f"{prefix}_n"]].itertuples(index=False)
+    out = []
+    for mean, ci, n in cols:
+        text = format_mean_ci(mean, ci, 0 if pd.isna(n) else int(n), digits)
+        out.append(text if text == "–" or not unit else text.replace(" ", f"{unit} ", 1))
+    return out
+
+
+def delta_cells(
+    table: pd.DataFrame, prefix: str, reference: str, digits: int, scale: float = 1.0
+) -> list[str]:
+    """A paired difference ``<prefix>_delta_mean/_ci95`` per ``variant`` row as ``+0.271 ±
+    0.050`` (``+0.271`` without an interval); the reference row reads ``reference``."""
+    out = []
+    cols = ["variant", f"{prefix}_delta_mean", f"{prefix}_delta_ci95"]
+    for variant, mean, ci in table[cols].values:
+        if variant == reference:
+            out.append("reference")
+        elif pd.isna(mean):
+            out.append("–")
+        else:
+            interval = "" if pd.isna(ci) else f" ± {ci * scale:.{digits}f}"
+            out.append(f"{mean * scale:+.{digits}f}{interval}")
+    return out
