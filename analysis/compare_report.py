@@ -20,13 +20,10 @@ from analysis.compare_claims import LOSS_TOLERANCE, TIME_TOLERANCE, evaluate_cla
 from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
 from analysis.mst_runs import RunSpec, load_specs
 from analysis.report_engine import (
-    Report,
     StudyFiles,
-    files_provenance,
     read_table,
-    render_report,
-    report_main,
     study_files,
+    study_main,
 )
 from analysis.verdicts import Claim
 
@@ -63,8 +60,8 @@ def _headline(row: pd.Series) -> str:
     )
 
 
-def summary(claims: list[Claim], main: pd.DataFrame) -> list[str]:
-    lines = [_headline(row) for _, row in main.iterrows()]
+def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
+    lines = [_headline(row) for _, row in inputs.main.iterrows()]
     return [*lines, "", *[f"- **({c.key}) {c.statement}: {c.verdict}.**" for c in claims]]
 
 
@@ -132,25 +129,12 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(inputs.per_run)
-    report = Report(
-        title="Comparison: dense, static sparse, RaPTr, RigL and MST",
-        study="compare",
-        spec="this study's questions, docs/studies.md",
-        summary=summary(claims, inputs.main),
-        what_was_run=what_was_run(inputs),
-        claims=claims,
-        caveats=caveats(inputs),
-        provenance=files_provenance(inputs),
-    )
-    return render_report(report, inputs, out)
+def report_claims(inputs: Inputs) -> list[Claim]:
+    return evaluate_claims(inputs.per_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_main(
-        argv, __doc__.splitlines()[0], "compare", lambda args: load_inputs(args.results), render
-    )
+    return study_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

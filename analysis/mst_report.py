@@ -25,13 +25,10 @@ from analysis.mst_claims import (
 )
 from analysis.mst_runs import MST, RunSpec, load_specs, ordered_variants, schedule_label
 from analysis.report_engine import (
-    Report,
     StudyFiles,
-    files_provenance,
     read_table,
-    render_report,
-    report_main,
     study_files,
+    study_main,
 )
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
 
@@ -79,9 +76,9 @@ def verdict_sentence(main: pd.DataFrame, runs: pd.DataFrame) -> str:
     )
 
 
-def summary(claims: list[Claim], main: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
     return [
-        verdict_sentence(main, runs),
+        verdict_sentence(inputs.main, inputs.runs),
         "",
         *[f"- **{c.statement}: {c.verdict}.**" for c in claims],
     ]
@@ -144,25 +141,12 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(inputs.main, inputs.runs, _convention(inputs))
-    report = Report(
-        title="MST: mixed sparsity training",
-        study="mst",
-        spec="methods/mst.md §6",
-        summary=summary(claims, inputs.main, inputs.runs),
-        what_was_run=what_was_run(inputs),
-        claims=claims,
-        caveats=caveats(inputs),
-        provenance=files_provenance(inputs),
-    )
-    return render_report(report, inputs, out)
+def report_claims(inputs: Inputs) -> list[Claim]:
+    return evaluate_claims(inputs.main, inputs.runs, _convention(inputs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_main(
-        argv, __doc__.splitlines()[0], "mst", lambda args: load_inputs(args.results), render
-    )
+    return study_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,10 @@ from analysis.raptr_runs import (
     schedule_label,
 )
 from analysis.report_engine import (
-    Report,
     StudyFiles,
-    files_provenance,
     read_table,
-    render_report,
-    report_main,
     study_files,
+    study_main,
 )
 from analysis.verdicts import Claim
 
@@ -52,7 +49,7 @@ def load_inputs(results_dir: Path) -> Inputs:
     )
 
 
-def summary(claims: list[Claim]) -> list[str]:
+def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
     """The two headline verdicts first, in plain words; the rest follow."""
     return [f"- **{c.statement}: {c.verdict}.**" for c in claims]
 
@@ -104,25 +101,12 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(inputs.main, inputs.transitions, inputs.runs)
-    report = Report(
-        title="RaPTr: progressive subnetworks (random path training)",
-        study="raptr",
-        spec="methods/raptr.md §6",
-        summary=summary(claims),
-        what_was_run=what_was_run(inputs),
-        claims=claims,
-        caveats=caveats(inputs),
-        provenance=files_provenance(inputs),
-    )
-    return render_report(report, inputs, out)
+def report_claims(inputs: Inputs) -> list[Claim]:
+    return evaluate_claims(inputs.main, inputs.transitions, inputs.runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_main(
-        argv, __doc__.splitlines()[0], "raptr", lambda args: load_inputs(args.results), render
-    )
+    return study_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """What every study report shares: its sections in one order, the claims section with the
 verdict rule, tables and figures, saved generations, the command line and atomic publishing.
 
-A study module supplies only what is its own (how to load its inputs, what was run, its claims,
-caveats and provenance) as a ``Report``; ``render_report`` lays every report out the same way.
+A study's report module (``analysis.<study>_report``) supplies only what is its own, as
+functions ``study_main`` looks up by name: ``load_inputs(results_dir)``, ``report_claims(inputs)``,
+``what_was_run(inputs)`` and ``caveats(inputs)``, and where it has them ``summary(claims,
+inputs)``, ``provenance(inputs)`` (default: ``files_provenance``) and ``add_args(parser)`` (extra
+options, passed on to ``load_inputs`` by name). The declaration gives the title and the claims'
+source; ``render_report`` lays every report out the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -198,3 +203,32 @@ def copy_figures(figures: dict[str, Path], out: Path) -> dict[str, Path]:
         copies[stem] = folder / path.name
         shutil.copyfile(path, copies[stem])
     return copies
+
+
+def study_main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
+    """The command line of ``analysis.<study>_report``: its report built from its functions."""
+    name = module.__spec__.name if module.__spec__ else module.__name__  # not __main__ under -m
+    study = name.rsplit(".", 1)[-1].removesuffix("_report")
+    declared = load_declaration(study)
+
+    def render(inputs: Any, out: Path) -> str:
+        claims = module.report_claims(inputs)
+        summary = getattr(module, "summary", None)
+        report = Report(
+            title=declared.title,
+            study=study,
+            spec=declared.spec,
+            summary=summary(claims, inputs) if summary is not None else None,
+            what_was_run=module.what_was_run(inputs),
+            claims=claims,
+            caveats=module.caveats(inputs),
+            provenance=getattr(module, "provenance", files_provenance)(inputs),
+        )
+        return render_report(report, inputs, out)
+
+    def load(args: argparse.Namespace) -> Any:
+        extra = {k: v for k, v in vars(args).items() if k not in ("results", "out", "scale")}
+        return module.load_inputs(args.results, **extra)
+
+    description = (module.__doc__ or study).splitlines()[0]
+    return report_main(argv, description, study, load, render, getattr(module, "add_args", None))

@@ -17,15 +17,14 @@ import pandas as pd
 import yaml
 
 from analysis.report_engine import (
-    Report,
     StudyFiles,
     read_table,
-    render_report,
-    report_main,
     study_files,
+    study_main,
 )
 from analysis.spdf_claims import Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
+from analysis.verdicts import Claim
 
 
 @dataclass(frozen=True)
@@ -157,26 +156,14 @@ def provenance(inputs: Inputs) -> list[str]:
     ]
 
 
-def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(
+def report_claims(inputs: Inputs) -> list[Claim]:
+    return evaluate_claims(
         inputs.main, inputs.runs, train_sizes(inputs.runs), scale_of(inputs.config)
     )
-    report = Report(
-        title="SPDF: sparse pre-training, dense fine-tuning",
-        study="spdf",
-        spec="methods/spdf.md §7",
-        what_was_run=what_was_run(inputs),
-        claims=claims,
-        caveats=caveats(inputs),
-        provenance=provenance(inputs),
-    )
-    return render_report(report, inputs, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_main(
-        argv, __doc__.splitlines()[0], "spdf", lambda args: load_inputs(args.results), render
-    )
+    return study_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

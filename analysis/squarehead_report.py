@@ -9,6 +9,7 @@ held-out task loss; and does SparseGPT damage the model less than magnitude prun
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,12 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.report_engine import (
-    Report,
     StudyFiles,
     read_table,
-    render_report,
-    report_main,
     study_files,
+    study_main,
 )
 from analysis.squarehead_runs import PRUNER_LABELS
 from analysis.verdicts import UNTESTABLE, Claim, above, from_checks, paired
@@ -181,43 +180,41 @@ def what_was_run(inputs: Inputs) -> list[str]:
     ]
 
 
-def render(inputs: Inputs, out: Path) -> str:
-    claims = evaluate_claims(inputs)
+def report_claims(inputs: Inputs) -> list[Claim]:
+    return evaluate_claims(inputs)
+
+
+def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
     note = teacher_check(inputs.runs)
-    report = Report(
-        title="SquareHead: sparse fine-tuning with per-layer distillation",
-        study="squarehead",
-        spec="methods/squarehead.md §1",
-        summary=[
-            *[f"- **{c.statement}: {c.verdict}.**" for c in claims],
-            *([f"- Teacher check: {note}"] if note else []),
-        ],
-        what_was_run=what_was_run(inputs),
-        claims=claims,
-        caveats=[
-            "- Verdicts follow the interval rule under *Claims*: with few seeds per cell the "
-            "paired intervals are wide, and one seed gives none (INCONCLUSIVE).",
-            "- BLEU is lm-eval's corpus BLEU on a `limit`ed slice of E2E test at small scales.",
-            "- The paper's setting is MPT-7B on GSM8K; this study keeps its pipeline (dense FT → "
-            "one-shot pruning → fixed-mask FT with distillation) on our model and task.",
-        ],
-        provenance=[
-            f"Every number comes from the metrics.json and train_log.jsonl files under "
-            f"{inputs.results_dir} (gathered in `tables/runs.csv` and `tables/curves.csv`).",
-        ],
-    )
-    return render_report(report, inputs, out)
+    return [
+        *[f"- **{c.statement}: {c.verdict}.**" for c in claims],
+        *([f"- Teacher check: {note}"] if note else []),
+    ]
+
+
+def caveats(inputs: Inputs) -> list[str]:
+    return [
+        "- Verdicts follow the interval rule under *Claims*: with few seeds per cell the "
+        "paired intervals are wide, and one seed gives none (INCONCLUSIVE).",
+        "- BLEU is lm-eval's corpus BLEU on a `limit`ed slice of E2E test at small scales.",
+        "- The paper's setting is MPT-7B on GSM8K; this study keeps its pipeline (dense FT → "
+        "one-shot pruning → fixed-mask FT with distillation) on our model and task.",
+    ]
+
+
+def provenance(inputs: Inputs) -> list[str]:
+    return [
+        f"Every number comes from the metrics.json and train_log.jsonl files under "
+        f"{inputs.results_dir} (gathered in `tables/runs.csv` and `tables/curves.csv`).",
+    ]
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--high-sparsity", type=float, default=0.7)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return report_main(
-        argv,
-        __doc__.splitlines()[0],
-        "squarehead",
-        lambda args: load_inputs(args.results, args.high_sparsity),
-        render,
-        lambda parser: parser.add_argument("--high-sparsity", type=float, default=0.7),
-    )
+    return study_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ STUDIES_DIR = Path(__file__).resolve().parents[1] / "pipelines" / "studies"
 @dataclass(frozen=True)
 class StudyDeclaration:
     study: str
+    title: str  # the report's heading
+    spec: str  # where the report's claims come from, e.g. "methods/spdf.md §7"
     label: str  # the report's figure category, e.g. "RaPTr"
     layout: str  # sparsity (s0.75_seed0), variant (rigl_seed0) or squarehead
     tables: dict[str, str]  # output stem -> caption
