@@ -18,13 +18,13 @@ import pandas as pd
 from analysis.collect import load_variant_curves
 from analysis.compare_claims import LOSS_TOLERANCE, TIME_TOLERANCE, evaluate_claims
 from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
-from analysis.mst_runs import RunSpec, load_specs
 from analysis.report_engine import (
     StudyFiles,
     read_table,
     study_files,
     study_main,
 )
+from analysis.run_specs import RunSpec, load_specs
 from analysis.verdicts import Claim
 
 

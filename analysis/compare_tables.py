@@ -20,6 +20,7 @@ import pandas as pd
 from analysis import mst_runs, raptr_runs
 from analysis.collect import collect_variants, load_variant_curves
 from analysis.outputs import variant_outputs_main, write_table
+from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
 
@@ -35,9 +36,8 @@ SUMMARISED = (
 
 
 def ordered_variants(names: Iterable[str]) -> list[str]:
-    """The study's variants in their canonical order; unknown ones after, alphabetically."""
-    found = set(names)
-    return [v for v in VARIANT_ORDER if v in found] + sorted(found - set(VARIANT_ORDER))
+    """The comparison study's variants in their canonical order; unknown ones after."""
+    return in_order(names, VARIANT_ORDER)
 
 
 def loss_at_flops(flops: np.ndarray, loss: np.ndarray, budget: float) -> float:
@@ -143,19 +143,17 @@ def run_table(frame: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 def schedule_labels(results_dir: Path) -> dict[str, tuple[str, str]]:
     """variant -> (method name, what it trains in one line), from its runs' config.yaml (and,
     for a solved MST budget, the knob its job logged)."""
-    return labels_from_specs(mst_runs.load_specs(results_dir), raptr_runs.load_specs(results_dir))
+    return labels_from_specs(load_specs(results_dir))
 
 
-def labels_from_specs(
-    specs: dict[str, mst_runs.RunSpec], paths: dict[str, raptr_runs.RunSpec]
-) -> dict[str, tuple[str, str]]:
+def labels_from_specs(specs: dict[str, RunSpec]) -> dict[str, tuple[str, str]]:
     """``schedule_labels`` from the variants' run specs, wherever they were read from."""
     labels = {}
     for variant, spec in specs.items():
-        if spec.has_masks:
+        if mst_runs.has_masks(spec):
             text = mst_runs.schedule_label(spec)
-        elif spec.method_name in PATH_METHODS and variant in paths:
-            text = raptr_runs.schedule_label(paths[variant])
+        elif spec.method_name in PATH_METHODS:
+            text = raptr_runs.schedule_label(spec)
         else:
             text = f"dense, {spec.model.get('n_layer', '?')} layers"
         labels[variant] = (spec.method_name, text)

@@ -19,18 +19,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.collect import collect_variants
-from analysis.mst_runs import (
-    DENSE,
-    MST,
-    RunSpec,
-    load_logs,
-    load_specs,
-    ordered_variants,
-    schedule_frame,
-    update_stats,
-)
+from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
 from analysis.mst_tables import main_table
 from analysis.outputs import save_figure, variant_outputs_main
+from analysis.run_specs import RunSpec, load_specs
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
 KINDS = ("qkv", "attn_out", "mlp_in", "mlp_out", "lm_head")

@@ -23,13 +23,14 @@ from analysis.mst_claims import (
     evaluate_claims,
     matched_dense,
 )
-from analysis.mst_runs import MST, RunSpec, load_specs, ordered_variants, schedule_label
+from analysis.mst_runs import MST, ordered_variants, schedule_label
 from analysis.report_engine import (
     StudyFiles,
     read_table,
     study_files,
     study_main,
 )
+from analysis.run_specs import RunSpec, load_specs
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
 
 

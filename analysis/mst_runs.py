@@ -10,18 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from omegaconf import OmegaConf
 
 from analysis.collect import parse_variant_dir, read_jsonl
+from analysis.run_specs import RunSpec, in_order
 from sparselm.cli.mst_config import mst_config
-from sparselm.flops import DEFAULT_CONVENTION, shape_from_model_config
+from sparselm.flops import shape_from_model_config
 from sparselm.methods.mst import MSTPlan
 
 DENSE, MST = "dense", "mst"
@@ -35,72 +35,18 @@ LOG_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One variant's method and shape (every seed of a variant shares them)."""
-
-    variant: str
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
-    model: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1
-    seq_len: int | None = None
-    convention: str = DEFAULT_CONVENTION
-    knob_value: float | None = None  # solved by the job (train_log.jsonl), if it solved one
-
-    @property
-    def method_name(self) -> str:
-        return str(self.method.get("name", "none"))
-
-    @property
-    def has_masks(self) -> bool:
-        return self.method_name in MASK_METHODS
+def has_masks(spec: RunSpec) -> bool:
+    return spec.method_name in MASK_METHODS
 
 
-def ordered_variants(names) -> list[str]:
-    """The study's variants in their canonical order; unknown ones after, alphabetically."""
-    found = set(names)
-    return [v for v in VARIANT_ORDER if v in found] + sorted(found - set(VARIANT_ORDER))
-
-
-def _first_log_row(run_dir: Path) -> dict[str, Any]:
-    log = run_dir / "train_log.jsonl"
-    return next(iter(read_jsonl(log)), {}) if log.is_file() else {}
-
-
-def spec_from_config(variant: str, config: dict[str, Any], log_row: dict[str, Any]) -> RunSpec:
-    model, train = config.get("model") or {}, config.get("train") or {}
-    value = log_row.get("mst_knob_value")
-    return RunSpec(
-        variant=variant,
-        method=dict(config.get("method") or {"name": "none"}),
-        model=dict(model),
-        steps=int(train.get("steps", 1)),
-        seq_len=train.get("seq_len") or model.get("block_size"),
-        convention=(config.get("flops") or {}).get("convention") or DEFAULT_CONVENTION,
-        knob_value=float(value) if value is not None else None,
-    )
-
-
-def load_specs(results_dir: Path) -> dict[str, RunSpec]:
-    """variant -> RunSpec, from the lowest seed's pre-training ``config.yaml``."""
-    found: dict[str, tuple[int, Path]] = {}
-    for path in (Path(results_dir) / "pretrain").glob("*/config.yaml"):
-        wildcards = parse_variant_dir(path.parent.name)
-        if wildcards is None:
-            continue
-        variant, seed = wildcards["variant"], wildcards["seed"]
-        if variant not in found or seed < found[variant][0]:
-            found[variant] = (seed, path)
-    specs = {}
-    for variant, (_, path) in found.items():
-        config = yaml.safe_load(path.read_text()) or {}
-        specs[variant] = spec_from_config(variant, config, _first_log_row(path.parent))
-    return specs
+def ordered_variants(names: Iterable[str]) -> list[str]:
+    """The MST study's variants in their canonical order; unknown ones after."""
+    return in_order(names, VARIANT_ORDER)
 
 
 def plan_of(spec: RunSpec) -> MSTPlan | None:
     """The run's plan, with the solved knob in place of the budget; None without masks."""
-    if not spec.has_masks:
+    if not has_masks(spec):
         return None
     cfg = mst_config(OmegaConf.create(spec.method))
     if spec.knob_value is not None:

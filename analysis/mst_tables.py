@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import collect_variants
-from analysis.mst_runs import DENSE, RunSpec, budget, load_specs, ordered_variants, schedule_label
+from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
 from analysis.outputs import variant_outputs_main, write_table
+from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
     paired_delta,

@@ -22,13 +22,12 @@ from analysis.outputs import save_figure, variant_outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
-    RunSpec,
     expected_path_len,
-    load_specs,
     ordered_variants,
     stage_boundaries,
 )
 from analysis.raptr_tables import main_table
+from analysis.run_specs import RunSpec, load_specs
 
 TRANSITION_VARIANTS = (RAPTR, "raptr_noscale")  # raptr.md §7.2: with and without scaling
 BOUNDARY_STYLE = {"color": "grey", "linestyle": ":", "linewidth": 1}

@@ -16,20 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.raptr_claims import LOSS_TOLERANCE, SPIKE_THRESHOLD, evaluate_claims
-from analysis.raptr_runs import (
-    RAPTR,
-    RunSpec,
-    expected_path_len,
-    load_specs,
-    ordered_variants,
-    schedule_label,
-)
+from analysis.raptr_runs import RAPTR, expected_path_len, ordered_variants, schedule_label
 from analysis.report_engine import (
     StudyFiles,
     read_table,
     study_files,
     study_main,
 )
+from analysis.run_specs import RunSpec, load_specs
 from analysis.verdicts import Claim
 
 
@@ -61,7 +55,8 @@ def what_was_run(inputs: Inputs) -> list[str]:
     spec = next(iter(inputs.specs.values()), RunSpec("?"))
     seeds = sorted(pre["seed"].unique())
     lines = [
-        f"- Model: `{spec.model}` with {spec.n_layer} layers, context T={spec.seq_len}; "
+        f"- Model: `{spec.model.get('name')}` with {spec.n_layer} layers, "
+        f"context T={spec.seq_len}; "
         f"{spec.steps} steps; pre-training tokens per run: "
         + ", ".join(f"{t:,.0f}" for t in tokens)
         + f"; FLOP convention `{spec.convention}`.",

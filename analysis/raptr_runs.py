@@ -7,15 +7,12 @@ the schedule the runs were built with, not a copy of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
-import yaml
 from omegaconf import OmegaConf
 
-from analysis.collect import parse_variant_dir
+from analysis.run_specs import RunSpec, in_order
 from sparselm.cli.method_registry import METHODS
 from sparselm.methods.layer_drop import keep_probs
 from sparselm.schedules import stage_starts
@@ -33,52 +30,9 @@ VARIANT_ORDER = (
 METHOD_NAMES = {"none": "standard", "raptr": "RaPTr", "stacking": "stacking", "layer_drop": "PLD"}
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One variant's method and shape (every seed of a variant shares them)."""
-
-    variant: str
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
-    n_layer: int = 1
-    steps: int = 1
-    model: str | None = None
-    seq_len: int | None = None
-    convention: str | None = None
-
-    @property
-    def method_name(self) -> str:
-        return str(self.method.get("name", "none"))
-
-
-def ordered_variants(names) -> list[str]:
-    """The study's variants in their canonical order; unknown ones after, alphabetically."""
-    found = set(names)
-    return [v for v in VARIANT_ORDER if v in found] + sorted(found - set(VARIANT_ORDER))
-
-
-def spec_from_config(variant: str, config: dict[str, Any]) -> RunSpec:
-    model, train = config.get("model") or {}, config.get("train") or {}
-    return RunSpec(
-        variant=variant,
-        method=dict(config.get("method") or {"name": "none"}),
-        n_layer=int(model.get("n_layer", 1)),
-        steps=int(train.get("steps", 1)),
-        model=model.get("name"),
-        seq_len=train.get("seq_len") or model.get("block_size"),
-        convention=(config.get("flops") or {}).get("convention"),
-    )
-
-
-def load_specs(results_dir: Path) -> dict[str, RunSpec]:
-    """variant -> RunSpec, from the lowest seed's pre-training ``config.yaml``."""
-    specs: dict[str, RunSpec] = {}
-    for path in sorted((Path(results_dir) / "pretrain").glob("*/config.yaml")):
-        wildcards = parse_variant_dir(path.parent.name)
-        if wildcards is None or wildcards["variant"] in specs:
-            continue
-        config = yaml.safe_load(path.read_text()) or {}
-        specs[wildcards["variant"]] = spec_from_config(wildcards["variant"], config)
-    return specs
+def ordered_variants(names: Iterable[str]) -> list[str]:
+    """The RaPTr study's variants in their canonical order; unknown ones after."""
+    return in_order(names, VARIANT_ORDER)
 
 
 def _hook(spec: RunSpec):

@@ -19,14 +19,13 @@ from analysis.collect import collect_variants, load_variant_curves
 from analysis.outputs import variant_outputs_main, write_table
 from analysis.raptr_runs import (
     BASELINE,
-    RunSpec,
     block_flop_ratio,
     expected_path_len,
-    load_specs,
     ordered_variants,
     schedule_label,
     stage_boundaries,
 )
+from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
     ACCURACY,

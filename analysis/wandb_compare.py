@@ -28,14 +28,13 @@ import pandas as pd
 
 from analysis import (
     compare_tables,
-    mst_runs,
     mst_tables,
-    raptr_runs,
     raptr_tables,
     squarehead_runs,
     squarehead_tables,
 )
 from analysis.collect import COLUMNS, VARIANT_COLUMNS, VARIANT_CURVE_COLUMNS, eval_metrics
+from analysis.run_specs import RunSpec, spec_from_config
 from analysis.spdf_tables import main_table
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
@@ -140,8 +139,8 @@ def curve_rows(run: Any) -> list[dict[str, Any]]:
     ]
 
 
-def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
-    """variant -> RunSpec from the lowest seed's pretraining run config (and, for MST, the
+def variant_specs(runs: list[Any]) -> dict[str, RunSpec]:
+    """variant -> RunSpec from the lowest seed's pretraining run config (and an MST run's
     solved knob its logged steps carry, which W&B keeps in the run summary)."""
     chosen: dict[str, tuple[int, Any]] = {}
     for run in runs:
@@ -151,14 +150,10 @@ def variant_specs(runs: list[Any], study: str) -> dict[str, Any]:
         variant, seed = match["variant"], int(match["seed"])
         if variant not in chosen or seed < chosen[variant][0]:
             chosen[variant] = (seed, run)
-    specs = {}
-    for variant, (_, run) in chosen.items():
-        config = dict(run.config or {})
-        if study == "mst":
-            specs[variant] = mst_runs.spec_from_config(variant, config, dict(run.summary_metrics))
-        else:
-            specs[variant] = raptr_runs.spec_from_config(variant, config)
-    return specs
+    return {
+        variant: spec_from_config(variant, dict(run.config or {}), dict(run.summary_metrics or {}))
+        for variant, (_, run) in chosen.items()
+    }
 
 
 def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
@@ -207,11 +202,9 @@ def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
     if study == "compare":
         curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
         curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
-        labels = compare_tables.labels_from_specs(
-            variant_specs(runs, "mst"), variant_specs(runs, "raptr")
-        )
+        labels = compare_tables.labels_from_specs(variant_specs(runs))
         return compare_tables.main_table(frame, curves, labels), n_runs
-    specs = variant_specs(runs, study)
+    specs = variant_specs(runs)
     table_of = raptr_tables.main_table if study == "raptr" else mst_tables.main_table
     return table_of(frame, specs), n_runs
 

@@ -12,6 +12,7 @@ import yaml
 
 from analysis import collect as collect_mod
 from analysis import raptr_claims, raptr_figures, raptr_report, raptr_runs, raptr_tables
+from analysis.run_specs import load_specs
 from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, UNTESTABLE
 
@@ -150,7 +151,7 @@ def test_collect_variants(results: Path) -> None:
 
 
 def test_schedules_come_from_the_method_functions(results: Path) -> None:
-    specs = raptr_runs.load_specs(results)
+    specs = load_specs(results)
     assert raptr_runs.stage_boundaries(specs["raptr"]) == [10, 20, 30]
     assert raptr_runs.stage_boundaries(specs["stacking"]) == [13, 27]
     assert raptr_runs.stage_boundaries(specs["baseline"]) == []
@@ -166,7 +167,7 @@ def test_schedules_come_from_the_method_functions(results: Path) -> None:
 def test_main_table_matches_hand_computation(results: Path) -> None:
     frame = collect_mod.collect_variants(results)
     curves = collect_mod.load_variant_curves(results)
-    specs = raptr_runs.load_specs(results)
+    specs = load_specs(results)
     table = raptr_tables.main_table(frame, specs, curves).set_index("variant")
     assert list(table.index) == [
         "baseline",
@@ -193,7 +194,7 @@ def test_transitions_table_and_claims(tmp_path: Path) -> None:
     for spike, verdict in ((0.0, HELD), (0.4, FAILED)):
         root = make_tree(tmp_path / f"spike{spike}", spike)
         trans = raptr_tables.transitions_table(
-            collect_mod.load_variant_curves(root), raptr_runs.load_specs(root)
+            collect_mod.load_variant_curves(root), load_specs(root)
         )
         at20 = trans[(trans["variant"] == "raptr") & (trans["boundary_step"] == 20)].iloc[0]
         assert (at20["val_before_step"], at20["val_after_step"]) == (20, 25)
@@ -206,7 +207,7 @@ def test_transitions_table_and_claims(tmp_path: Path) -> None:
 
 def test_loss_claim_verdicts(results: Path) -> None:
     frame = collect_mod.collect_variants(results)
-    main = raptr_tables.main_table(frame, raptr_runs.load_specs(results))
+    main = raptr_tables.main_table(frame, load_specs(results))
     # every seed shifts every variant alike, so the paired intervals have zero width
     claim = raptr_claims.claim_matched_loss(main, frame)
     assert claim.verdict == HELD and "20% fewer FLOPs" in claim.statement
@@ -285,7 +286,7 @@ def test_wandb_rebuilds_the_main_table_the_files_give(results: Path) -> None:
         "raptr", wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api())
     )
     frame = collect_mod.collect_variants(results)
-    from_files = raptr_tables.main_table(frame, raptr_runs.load_specs(results))
+    from_files = raptr_tables.main_table(frame, load_specs(results))
     assert n_runs == len(runs)
     pd.testing.assert_frame_equal(
         from_wandb.sort_index(axis=1), from_files.sort_index(axis=1), check_dtype=False

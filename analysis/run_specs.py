@@ -1,0 +1,80 @@
+"""What each variant of a variant-layout study ran (RaPTr, MST, comparison), read back from its
+pre-training files: the lowest seed's resolved ``config.yaml`` and the first row of its
+``train_log.jsonl`` (where an MST job logs the knob value its FLOP budget solved)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.collect import parse_variant_dir, read_jsonl
+from sparselm.flops import DEFAULT_CONVENTION
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One variant's method and shape (every seed of a variant shares them)."""
+
+    variant: str
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    model: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1
+    seq_len: int | None = None
+    convention: str = DEFAULT_CONVENTION
+    knob_value: float | None = None  # solved by the job (train_log.jsonl), if it solved one
+
+    @property
+    def method_name(self) -> str:
+        return str(self.method.get("name", "none"))
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.model.get("n_layer", 1))
+
+
+def in_order(names: Iterable[str], order: Iterable[str]) -> list[str]:
+    """``names`` in a study's canonical ``order``; unknown ones after, alphabetically."""
+    found, order = set(names), list(order)
+    return [v for v in order if v in found] + sorted(found - set(order))
+
+
+def spec_from_config(
+    variant: str, config: dict[str, Any], log_row: dict[str, Any] | None = None
+) -> RunSpec:
+    model, train = config.get("model") or {}, config.get("train") or {}
+    value = (log_row or {}).get("mst_knob_value")
+    return RunSpec(
+        variant=variant,
+        method=dict(config.get("method") or {"name": "none"}),
+        model=dict(model),
+        steps=int(train.get("steps", 1)),
+        seq_len=train.get("seq_len") or model.get("block_size"),
+        convention=(config.get("flops") or {}).get("convention") or DEFAULT_CONVENTION,
+        knob_value=float(value) if value is not None else None,
+    )
+
+
+def _first_log_row(run_dir: Path) -> dict[str, Any]:
+    log = run_dir / "train_log.jsonl"
+    return next(iter(read_jsonl(log)), {}) if log.is_file() else {}
+
+
+def load_specs(results_dir: Path) -> dict[str, RunSpec]:
+    """variant -> RunSpec, from the lowest seed's pre-training files."""
+    found: dict[str, tuple[int, Path]] = {}
+    for path in sorted((Path(results_dir) / "pretrain").glob("*/config.yaml")):  # a fixed order
+        wildcards = parse_variant_dir(path.parent.name)
+        if wildcards is None:
+            continue
+        variant, seed = wildcards["variant"], wildcards["seed"]
+        if variant not in found or seed < found[variant][0]:
+            found[variant] = (seed, path)
+    specs = {}
+    for variant, (_, path) in found.items():
+        config = yaml.safe_load(path.read_text()) or {}
+        specs[variant] = spec_from_config(variant, config, _first_log_row(path.parent))
+    return specs
