@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.collect import collect_variants, load_variant_curves
 from analysis.compare_tables import DENSE, equal_flops_budget, ordered_variants, run_metrics
-from analysis.outputs import save_figure, variant_outputs_main
+from analysis.outputs import outputs_main, save_figure
 from analysis.stats import mean_ci
 
 COLUMNS = [
@@ -72,7 +72,7 @@ def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "compare", "figures", write_figures)
+    return outputs_main(argv, __doc__, "compare", "figures", write_figures)
 
 
 if __name__ == "__main__":

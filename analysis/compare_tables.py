@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis import mst_runs, raptr_runs
 from analysis.collect import collect_variants, load_variant_curves
-from analysis.outputs import variant_outputs_main, write_table
+from analysis.outputs import outputs_main, write_table
 from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
@@ -248,7 +248,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "compare", "tables", write_tables)
+    return outputs_main(argv, __doc__, "compare", "tables", write_tables)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
 from analysis.mst_tables import main_table
-from analysis.outputs import save_figure, variant_outputs_main
+from analysis.outputs import outputs_main, save_figure
 from analysis.run_specs import RunSpec, load_specs
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
@@ -181,7 +181,7 @@ def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "mst", "figures", write_figures)
+    return outputs_main(argv, __doc__, "mst", "figures", write_figures)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
-from analysis.outputs import variant_outputs_main, write_table
+from analysis.outputs import outputs_main, write_table
 from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
@@ -140,7 +140,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "mst", "tables", write_tables)
+    return outputs_main(argv, __doc__, "mst", "tables", write_tables)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -39,23 +40,25 @@ def save_figure(fig: Figure, data: pd.DataFrame, stem: str, out_dir: Path) -> li
     return paths
 
 
-def variant_outputs_main(
+def outputs_main(
     argv: Sequence[str] | None,
     doc: str,
     study: str,
     kind: str,
     write: Callable[[Path, Path], list[Path]],
+    runs: Callable[[Path], Any] | None = None,
 ) -> int:
-    """The command line of a variant study's tables or figures module: ``--results`` (default
-    results/<study>) and ``--out`` (default <results>/<kind>); one error line when no run is
-    there."""
+    """The command line of a study's tables or figures module: ``--results`` (default
+    results/<study>) and ``--out`` (default <results>/<kind>); one error line when ``runs``
+    (default: the variant runs ``analysis.collect`` reads) finds no run there."""
     from analysis.collect import collect_variants  # collect imports pandas-heavy readers
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
     parser.add_argument("--out", type=Path, default=None, help=f"default: <results>/{kind}")
     args = parser.parse_args(argv)
-    if collect_variants(args.results, study).empty:
+    found = runs(args.results) if runs else collect_variants(args.results, study)
+    if len(found) == 0:
         print(f"{study}_{kind}: no metrics.json found under {args.results}", file=sys.stderr)
         return 1
     for path in write(args.results, args.out or args.results / kind):

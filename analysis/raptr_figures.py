@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.collect import collect_variants, load_variant_curves
-from analysis.outputs import save_figure, variant_outputs_main
+from analysis.outputs import outputs_main, save_figure
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
@@ -248,7 +248,7 @@ def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "raptr", "figures", write_figures)
+    return outputs_main(argv, __doc__, "raptr", "figures", write_figures)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import collect_variants, load_variant_curves
-from analysis.outputs import variant_outputs_main, write_table
+from analysis.outputs import outputs_main, write_table
 from analysis.raptr_runs import (
     BASELINE,
     block_flop_ratio,
@@ -221,7 +221,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return variant_outputs_main(argv, __doc__, "raptr", "tables", write_tables)
+    return outputs_main(argv, __doc__, "raptr", "tables", write_tables)
 
 
 if __name__ == "__main__":

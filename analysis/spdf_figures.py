@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from analysis.collect import collect, load_pretrain_curves
-from analysis.outputs import save_figure
+from analysis.outputs import outputs_main, save_figure
 from analysis.spdf_tables import (
     FULL,
     main_table,
@@ -211,17 +210,14 @@ def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/spdf"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/figures")
-    args = parser.parse_args(argv)
-    frame = collect(args.results)
-    if frame.empty:
-        print(f"spdf_figures: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_figures(frame, args.results, args.out or args.results / "figures"):
-        print(path)
-    return 0
+    return outputs_main(
+        argv,
+        __doc__,
+        "spdf",
+        "figures",
+        lambda results, out: write_figures(collect(results), results, out),
+        collect,
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ and as Markdown (rounded, "mean ± 95 % CI" over seeds, for the report).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import collect
-from analysis.outputs import write_table
+from analysis.outputs import outputs_main, write_table
 from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
@@ -199,17 +198,14 @@ def write_tables(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/spdf"))
-    parser.add_argument("--out", type=Path, default=None, help="default: <results>/tables")
-    args = parser.parse_args(argv)
-    frame = collect(args.results)
-    if frame.empty:
-        print(f"spdf_tables: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    for path in write_tables(frame, args.out or args.results / "tables"):
-        print(path)
-    return 0
+    return outputs_main(
+        argv,
+        __doc__,
+        "spdf",
+        "tables",
+        lambda results, out: write_tables(collect(results), out),
+        collect,
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ python -m analysis.squarehead_figures --results results/squarehead
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -14,8 +13,13 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.outputs import save_figure
-from analysis.squarehead_runs import LOSS_LABELS, LOSS_ORDER, PRUNER_LABELS
+from analysis.outputs import outputs_main, save_figure
+from analysis.squarehead_runs import (
+    LOSS_LABELS,
+    LOSS_ORDER,
+    PRUNER_LABELS,
+    squarehead_runs_csv,
+)
 from analysis.stats import summarize
 
 COLORS = {"ce": "tab:blue", "ce_kl": "tab:orange", "ce_squarehead": "tab:green",
@@ -128,10 +132,9 @@ def layerwise_error(runs: pd.DataFrame, out: Path) -> list[Path]:
     return save_figure(fig, pd.DataFrame(rows), "sqhead_fig_layerwise_error", out)
 
 
-def write_figures(results: Path) -> list[Path]:
-    runs = pd.read_csv(results / "tables" / "runs.csv", dtype={"target": str})
+def write_figures(results: Path, out: Path) -> list[Path]:
+    runs = squarehead_runs_csv(results)
     curves = pd.read_csv(results / "tables" / "curves.csv", dtype={"target": str})
-    out = results / "figures"
     return [
         *acc_vs_sparsity(runs, out),
         *loss_curves(runs, curves, out),
@@ -140,12 +143,7 @@ def write_figures(results: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=Path("results/squarehead"))
-    args = ap.parse_args(argv)
-    for path in write_figures(args.results):
-        print(path)
-    return 0
+    return outputs_main(argv, __doc__, "squarehead", "figures", write_figures, squarehead_runs_csv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ held-out loss gap to the dense teacher right after pruning and after fine-tuning
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Sequence
@@ -14,8 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.outputs import write_table
-from analysis.squarehead_runs import LOSS_LABELS, LOSS_ORDER, PRUNER_LABELS
+from analysis.outputs import outputs_main, write_table
+from analysis.squarehead_runs import (
+    LOSS_LABELS,
+    LOSS_ORDER,
+    PRUNER_LABELS,
+    squarehead_runs_csv,
+)
 from analysis.stats import format_mean_ci, summarize
 
 KEYS = ["pruner", "target", "sparsity", "loss"]
@@ -100,9 +104,8 @@ def _shown(table: pd.DataFrame, columns: dict[str, str], digits: int = 2) -> pd.
     return shown
 
 
-def write_tables(results: Path) -> list[Path]:
-    runs = pd.read_csv(results / "tables" / "runs.csv", dtype={"target": str})
-    tables = results / "tables"
+def write_tables(results: Path, tables: Path) -> list[Path]:
+    runs = squarehead_runs_csv(results)
     main = main_table(runs)
     gap = gap_table(runs)
     return [
@@ -112,12 +115,7 @@ def write_tables(results: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=Path("results/squarehead"))
-    args = ap.parse_args(argv)
-    for path in write_tables(args.results):
-        print(path)
-    return 0
+    return outputs_main(argv, __doc__, "squarehead", "tables", write_tables, squarehead_runs_csv)
 
 
 if __name__ == "__main__":
