@@ -24,7 +24,9 @@ from analysis.variant_stats import (
     pretrain_metric,
     variant_stats,
     zeroshot_accuracy,
+    zeroshot_markdown,
     zeroshot_scores,
+    zeroshot_table,
 )
 
 
@@ -74,26 +76,6 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
-    scores = zeroshot_scores(frame)
-    parts = [
-        variant_stats(rows, f"{task}_{metric}")
-        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
-    ]
-    if not parts:
-        return pd.DataFrame(columns=["variant"])
-    table = pd.concat(parts, axis=1)
-    return table.reindex(ordered_variants(table.index)).rename_axis("variant").reset_index()
-
-
-def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
-    shown = pd.DataFrame({"variant": table["variant"]})
-    for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
-        shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
-    return shown
-
-
 def budget_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
     """Rows variant: what each run's FLOP budget fixed (solved knob), the plan's reduction and
     the measured one, DST overhead, update and HSA steps, and the schedule in words."""
@@ -131,7 +113,11 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
 def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
     frame, specs = collect_variants(results_dir), load_specs(results_dir)
-    main, zero, spend = main_table(frame, specs), zeroshot_table(frame), budget_table(frame, specs)
+    main, zero, spend = (
+        main_table(frame, specs),
+        zeroshot_table(frame, ordered_variants),
+        budget_table(frame, specs),
+    )
     return [
         *write_table(main, main_markdown(main), "mst_table_main", out_dir),
         *write_table(zero, zeroshot_markdown(zero), "mst_table_zeroshot", out_dir),

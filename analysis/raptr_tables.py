@@ -32,7 +32,9 @@ from analysis.variant_stats import (
     paired_delta,
     pretrain_metric,
     variant_stats,
+    zeroshot_markdown,
     zeroshot_scores,
+    zeroshot_table,
 )
 
 TRAIN_WINDOW = 0.1  # train-loss window each side of a boundary, as a fraction of the run
@@ -102,26 +104,6 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
             f"zero-shot acc ({n_tasks} tasks)": mean_ci_cells(table, "zeroshot_acc", 4),
         }
     )
-
-
-def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows variant; mean/ci95/n of every zero-shot task's main metric."""
-    scores = zeroshot_scores(frame)
-    parts = [
-        variant_stats(rows, f"{task}_{metric}")
-        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
-    ]
-    if not parts:
-        return pd.DataFrame(columns=["variant"])
-    table = pd.concat(parts, axis=1)
-    return table.reindex(ordered_variants(table.index)).rename_axis("variant").reset_index()
-
-
-def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
-    shown = pd.DataFrame({"variant": table["variant"]})
-    for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
-        shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
-    return shown
 
 
 def _window_mean(curve: pd.DataFrame, lo: float, hi: float) -> float:
@@ -211,7 +193,7 @@ def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
     frame, specs = collect_variants(results_dir), load_specs(results_dir)
     curves = load_variant_curves(results_dir)
-    main, zs = main_table(frame, specs, curves), zeroshot_table(frame)
+    main, zs = main_table(frame, specs, curves), zeroshot_table(frame, ordered_variants)
     trans = transitions_table(curves, specs)
     return [
         *write_table(main, main_markdown(main), "raptr_table_main", out_dir),

@@ -4,11 +4,12 @@ mean and CI over seeds, and differences to a reference variant paired on the see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 
 from analysis.spdf_tables import zeroshot_main_metric
-from analysis.stats import summarize
+from analysis.stats import mean_ci_cells, summarize
 from analysis.verdicts import paired
 
 ACCURACY = ("acc_norm", "acc")  # averaged into a main table's zero-shot score
@@ -62,3 +63,26 @@ def zeroshot_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     scores = zeroshot_scores(frame)
     acc = scores[scores["metric"].isin(ACCURACY)]
     return acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
+
+
+def zeroshot_table(
+    frame: pd.DataFrame, ordered: Callable[[Iterable[str]], list[str]]
+) -> pd.DataFrame:
+    """Rows variant (in the study's ``ordered`` order); mean/ci95/n of every zero-shot task's
+    main metric."""
+    scores = zeroshot_scores(frame)
+    parts = [
+        variant_stats(rows, f"{task}_{metric}")
+        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["variant"])
+    table = pd.concat(parts, axis=1)
+    return table.reindex(ordered(table.index)).rename_axis("variant").reset_index()
+
+
+def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({"variant": table["variant"]})
+    for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
+        shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
+    return shown
