@@ -12,7 +12,13 @@ import math
 import pandas as pd
 
 from analysis.mst_runs import DENSE, MST
-from analysis.variant_stats import final_loss, zeroshot_accuracy, zeroshot_scores
+from analysis.variant_stats import (
+    final_loss,
+    loss_text,
+    variant_row,
+    zeroshot_accuracy,
+    zeroshot_scores,
+)
 from analysis.verdicts import (
     UNTESTABLE,
     Claim,
@@ -41,17 +47,6 @@ CHANCE = {
 }
 
 
-def _row(main: pd.DataFrame, variant: str) -> pd.Series | None:
-    rows = main[main["variant"] == variant]
-    return None if rows.empty else rows.iloc[0]
-
-
-def _loss(row: pd.Series) -> str:
-    ci = row["val_loss_ci95"]
-    spread = f" ± {ci:.3f}" if math.isfinite(ci) else ""
-    return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
-
-
 def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:
     """(a) the ledger's whole-run reduction for MST is at least 4.0×. The budget is solved to
     reach it, so the ledger checks the solver, not the claim: reported as a check."""
@@ -59,8 +54,8 @@ def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:
         f"MST trains with at least {PAPER_REDUCTION:g}× fewer FLOPs than dense "
         "(whole-run ledger, headline convention)"
     )
-    mst = _row(main, MST)
-    if mst is None or _row(main, DENSE) is None or not math.isfinite(mst["flops_reduction"]):
+    mst = variant_row(main, MST)
+    if mst is None or variant_row(main, DENSE) is None or not math.isfinite(mst["flops_reduction"]):
         return Claim("a", statement, UNTESTABLE, "needs a dense and an mst run with FLOP counts.")
     reduction = float(mst["flops_reduction"])
     evidence = (
@@ -82,12 +77,12 @@ def claim_flops(main: pd.DataFrame, convention: str | None) -> Claim:
 
 def matched_dense(main: pd.DataFrame, runs: pd.DataFrame) -> tuple[str | None, str]:
     """The verdict on MST's final val loss within LOSS_TOLERANCE of dense, and the evidence."""
-    mst, dense = _row(main, MST), _row(main, DENSE)
+    mst, dense = variant_row(main, MST), variant_row(main, DENSE)
     if mst is None or dense is None or not math.isfinite(mst["val_loss_delta_mean"]):
         return None, "needs a dense and an mst run on the same seeds."
     delta = paired(final_loss(runs, MST), final_loss(runs, DENSE))
     evidence = (
-        f"final val loss (dense attention): MST {_loss(mst)} vs dense {_loss(dense)}; "
+        f"final val loss (dense attention): MST {loss_text(mst)} vs dense {loss_text(dense)}; "
         f"Δ (MST − dense, paired by seed) = {delta.text(3, ' nats')}, at "
         f"{mst['flops_reduction']:.2f}× fewer training FLOPs. The claim: the interval of "
         f"Δ ≤ +{LOSS_TOLERANCE:g} nats (mst.md §6)."
@@ -97,7 +92,7 @@ def matched_dense(main: pd.DataFrame, runs: pd.DataFrame) -> tuple[str | None, s
 
 def claim_quality(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(b) MST's final val loss within +0.02 nats of dense at its FLOP reduction."""
-    mst = _row(main, MST)
+    mst = variant_row(main, MST)
     known = mst is not None and math.isfinite(mst["flops_reduction"])
     at = f"{mst['flops_reduction']:.2f}× fewer" if known else "fewer"
     statement = (
@@ -125,7 +120,7 @@ def claim_zeroshot(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(c) MST's zero-shot average accuracy within 0.5 points of dense; not testable when the
     dense model does not beat guessing on a task (then both sit at chance)."""
     statement = f"MST's zero-shot average is within {ZEROSHOT_TOLERANCE:g} points of dense"
-    mst, dense = _row(main, MST), _row(main, DENSE)
+    mst, dense = variant_row(main, MST), variant_row(main, DENSE)
     if mst is None or dense is None or not math.isfinite(mst["zeroshot_acc_delta_mean"]):
         return Claim("c", statement, UNTESTABLE, (
             "needs zero-shot scores of dense and mst; the grid's zeroshot_tasks is empty at "
@@ -167,11 +162,11 @@ def _compare(
 def claim_vs_baselines(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     """(d) at equal FLOPs MST beats static sparsity and constant-sparsity DST."""
     statement = "At equal FLOPs MST beats static sparsity and RigL at constant sparsity"
-    mst = _row(main, MST)
+    mst = variant_row(main, MST)
     checks = [
         _compare(runs, mst, other, v)
         for v in BASELINES
-        if mst is not None and (other := _row(main, v)) is not None
+        if mst is not None and (other := variant_row(main, v)) is not None
     ]
     return from_checks("d", statement, checks, "needs an mst run and a static or rigl run.")
 
@@ -182,13 +177,13 @@ def claim_components(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
         "Each MST component pays its way (final val loss ≤ MST without SV or without mixed "
         f"growing; ≤ MST without HSA + {LOSS_TOLERANCE:g} nats)"
     )
-    mst = _row(main, MST)
+    mst = variant_row(main, MST)
     checks = [
         _compare(runs, mst, other, v)
         for v in EQUAL_FLOP_ABLATIONS
-        if mst is not None and (other := _row(main, v)) is not None
+        if mst is not None and (other := variant_row(main, v)) is not None
     ]
-    other = _row(main, HSA_ABLATION)
+    other = variant_row(main, HSA_ABLATION)
     if mst is not None and other is not None:
         checks.append(_compare(runs, mst, other, HSA_ABLATION, LOSS_TOLERANCE))
     return from_checks("e", statement, checks, "needs mst and at least one mst_* ablation.")

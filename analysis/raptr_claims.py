@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.raptr_runs import BASELINE, RAPTR
 from analysis.raptr_tables import TRAIN_WINDOW
-from analysis.variant_stats import final_loss
+from analysis.variant_stats import final_loss, loss_text, variant_row
 from analysis.verdicts import (
     FAILED,
     UNTESTABLE,
@@ -29,20 +29,9 @@ SPIKE_THRESHOLD = 0.05  # nats: "no loss spike > 0.05 at any stage transition" (
 COMPARED = ("stacking", "pld")  # the paper's other stagewise / layer-dropping baselines
 
 
-def _row(main: pd.DataFrame, variant: str) -> pd.Series | None:
-    rows = main[main["variant"] == variant]
-    return None if rows.empty else rows.iloc[0]
-
-
-def _loss(row: pd.Series) -> str:
-    ci = row["val_loss_ci95"]
-    spread = f" ± {ci:.3f}" if math.isfinite(ci) else ""
-    return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
-
-
 def flop_saving(main: pd.DataFrame) -> float:
     """RaPTr's measured FLOP saving vs the baseline, in % (NaN without both rows)."""
-    raptr = _row(main, RAPTR)
+    raptr = variant_row(main, RAPTR)
     return math.nan if raptr is None else 100.0 * (1.0 - float(raptr["flops_rel"]))
 
 
@@ -51,12 +40,12 @@ def claim_matched_loss(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
     saving = flop_saving(main)
     fewer = f"{saving:.0f}% fewer" if math.isfinite(saving) else "fewer"
     statement = f"RaPTr matched baseline loss (within {LOSS_TOLERANCE:g} nats) at {fewer} FLOPs"
-    raptr, base = _row(main, RAPTR), _row(main, BASELINE)
+    raptr, base = variant_row(main, RAPTR), variant_row(main, BASELINE)
     if raptr is None or base is None or not math.isfinite(saving):
         return Claim("a", statement, UNTESTABLE, "needs a baseline and a raptr run.")
     delta = paired(final_loss(runs, RAPTR), final_loss(runs, BASELINE))
     evidence = (
-        f"final full-model val loss: RaPTr {_loss(raptr)} vs baseline {_loss(base)}; "
+        f"final full-model val loss: RaPTr {loss_text(raptr)} vs baseline {loss_text(base)}; "
         f"Δ (RaPTr − baseline, paired by seed) = {delta.text(3, ' nats')}"
     )
     iso = raptr.get("baseline_val_loss_at_flops", math.nan)
@@ -136,10 +125,10 @@ def claim_vs_baselines(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
         "RaPTr is competitive with gradual stacking and progressive layer dropping "
         f"(final val loss ≤ theirs + {LOSS_TOLERANCE:g} nats)"
     )
-    raptr = _row(main, RAPTR)
+    raptr = variant_row(main, RAPTR)
     checks = []
     for variant in COMPARED:
-        other = _row(main, variant)
+        other = variant_row(main, variant)
         if raptr is None or other is None:
             continue
         delta = paired(final_loss(runs, RAPTR), final_loss(runs, variant))
@@ -160,12 +149,12 @@ def claim_ablation(main: pd.DataFrame, runs: pd.DataFrame) -> Claim:
         "Fixing the first and last layers and 1/p scaling help (RaPTr's final val loss ≤ each "
         "ablation's)"
     )
-    raptr = _row(main, RAPTR)
+    raptr = variant_row(main, RAPTR)
     checks = []
     for variant in main["variant"]:
         if raptr is None or not str(variant).startswith(f"{RAPTR}_"):
             continue
-        other = _row(main, variant)
+        other = variant_row(main, variant)
         delta = paired(final_loss(runs, RAPTR), final_loss(runs, variant))
         checks.append(
             (

@@ -86,3 +86,16 @@ def zeroshot_markdown(table: pd.DataFrame) -> pd.DataFrame:
     for col in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]:
         shown[col.replace("_", " ")] = mean_ci_cells(table, col, 2 if "perplexity" in col else 4)
     return shown
+
+
+def variant_row(main: pd.DataFrame, variant: str) -> pd.Series | None:
+    """A main table's row of ``variant``; None when the study has no such variant."""
+    rows = main[main["variant"] == variant]
+    return None if rows.empty else rows.iloc[0]
+
+
+def loss_text(row: pd.Series) -> str:
+    """A main-table row's final val loss as ``3.412 ± 0.020 (n=3)``."""
+    ci = row["val_loss_ci95"]
+    spread = f" ± {ci:.3f}" if math.isfinite(ci) else ""
+    return f"{row['val_loss_mean']:.3f}{spread} (n={int(row['val_loss_n'])})"
