@@ -51,10 +51,19 @@ class Plan:
     describe: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-# (cfg, the start model, the task batches, the training config, the ranks) -> the plan
-PlanBuilder = Callable[
-    [DictConfig, ModelSource, TaskBatches, TrainConfig, distributed.DistContext], Plan
-]
+@dataclass(frozen=True)
+class JobStart:
+    """What every plan starts from: the job's config, its start model, task batches, training
+    config and ranks."""
+
+    cfg: DictConfig
+    source: ModelSource
+    batches: TaskBatches
+    train_cfg: TrainConfig
+    dist: distributed.DistContext
+
+
+PlanBuilder = Callable[[JobStart], Plan]
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,7 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job:
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
-    plan = job.plan(cfg, source, batches, train_cfg, dist)
+    plan = job.plan(JobStart(cfg, source, batches, train_cfg, dist))
 
     config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
     if dist.is_main:  # rank 0 writes every file
@@ -120,14 +129,10 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job:
     return 0
 
 
-def dense_plan(
-    cfg: DictConfig,
-    source: ModelSource,
-    batches: TaskBatches,
-    train_cfg: TrainConfig,
-    dist: distributed.DistContext,
-) -> Plan:
+def dense_plan(start: JobStart) -> Plan:
     """SPDF: the pretrained model itself, dense (or under its pretraining masks: keep_mask)."""
+    cfg, source, batches = start.cfg, start.source, start.batches
+    dist, train_cfg = start.dist, start.train_cfg
     model = distributed.shard_model(source.model, dist, train_cfg.parallel)  # before hooks
     if cfg.finetune.keep_mask and source.family != "sparselm":
         raise ConfigError("finetune.keep_mask=true needs masks from one of our pretraining runs")

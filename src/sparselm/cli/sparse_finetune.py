@@ -22,14 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from sparselm import distributed
 from sparselm.cli import builders
 from sparselm.cli.common import run_cli, typed
-from sparselm.cli.finetune import Job, Plan, run_job
-from sparselm.cli.model_source import ModelSource
+from sparselm.cli.finetune import Job, JobStart, Plan, run_job
 from sparselm.data.task_batches import TaskBatches
 from sparselm.flops import forward_flops_per_token
 from sparselm.hooks import TrainHook
@@ -43,21 +42,16 @@ from sparselm.methods.distill import (
 from sparselm.model import lm_loss
 from sparselm.sparsity import prune_setup
 from sparselm.sparsity.prune_setup import PruneConfig
-from sparselm.train import TrainConfig
 
 
 def main(argv: Sequence[str]) -> int:
     return run_job(SPARSE_FINETUNE, argv)
 
 
-def sparse_plan(
-    cfg: DictConfig,
-    source: ModelSource,
-    batches: TaskBatches,
-    train_cfg: TrainConfig,
-    dist: distributed.DistContext,
-) -> Plan:
-    """The pruned student of ``source`` under the fixed-mask and distillation hooks."""
+def sparse_plan(start: JobStart) -> Plan:
+    """The pruned student of the start model under the fixed-mask and distillation hooks."""
+    cfg, source, batches = start.cfg, start.source, start.batches
+    dist, train_cfg = start.dist, start.train_cfg
     prune_cfg = typed(PruneConfig, cfg.prune, "prune")
     distill_cfg = typed(DistillConfig, cfg.distill, "distill")
     steps = train_cfg.steps
