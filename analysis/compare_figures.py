@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.collect import collect_variants, load_variant_curves
+from analysis.collect import load_variant_curves
 from analysis.compare_tables import DENSE, equal_flops_budget, ordered_variants, run_metrics
 from analysis.outputs import outputs_main, save_figure
 from analysis.stats import mean_ci
@@ -65,8 +65,8 @@ def plot_loss_vs_flops(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
-    budget = equal_flops_budget(run_metrics(collect_variants(results_dir, "compare")))
+def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+    budget = equal_flops_budget(run_metrics(frame))
     data = loss_curve_data(load_variant_curves(results_dir), budget)
     return save_figure(plot_loss_vs_flops(data), data, "compare_fig_loss_vs_flops", out_dir)
 

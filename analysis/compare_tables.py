@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import mst_runs, raptr_runs
-from analysis.collect import collect_variants, load_variant_curves
+from analysis.collect import load_variant_curves
 from analysis.outputs import outputs_main, write_table
 from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
@@ -239,9 +239,8 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
     """The comparison table. ``runs.csv`` is analysis.collect's output (its own rule)."""
-    frame = collect_variants(results_dir, "compare")
     curves = load_variant_curves(results_dir)
     main = main_table(frame, curves, schedule_labels(results_dir))
     return write_table(main, main_markdown(main), "compare_table_main", out_dir)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
 from analysis.mst_tables import main_table
 from analysis.outputs import outputs_main, save_figure
@@ -165,8 +164,8 @@ def plot_drop_grow(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
-    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+    specs = load_specs(results_dir)
     logs = load_logs(results_dir)
     figures = {
         "mst_fig_sparsity_schedule": (schedule_data(specs, logs), plot_schedule),

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import collect_variants
 from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
 from analysis.outputs import outputs_main, write_table
 from analysis.run_specs import RunSpec, load_specs
@@ -110,9 +109,9 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
-    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+    specs = load_specs(results_dir)
     main, zero, spend = (
         main_table(frame, specs),
         zeroshot_table(frame, ordered_variants),

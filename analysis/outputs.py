@@ -45,12 +45,13 @@ def outputs_main(
     doc: str,
     study: str,
     kind: str,
-    write: Callable[[Path, Path], list[Path]],
+    write: Callable[[Any, Path, Path], list[Path]],
     runs: Callable[[Path], Any] | None = None,
 ) -> int:
     """The command line of a study's tables or figures module: ``--results`` (default
-    results/<study>) and ``--out`` (default <results>/<kind>); one error line when ``runs``
-    (default: the variant runs ``analysis.collect`` reads) finds no run there."""
+    results/<study>) and ``--out`` (default <results>/<kind>). ``runs`` (default: the variant
+    runs ``analysis.collect`` reads) is read once and handed to ``write(runs, results, out)``;
+    one error line when it finds no run."""
     from analysis.collect import collect_variants  # collect imports pandas-heavy readers
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -61,6 +62,6 @@ def outputs_main(
     if len(found) == 0:
         print(f"{study}_{kind}: no metrics.json found under {args.results}", file=sys.stderr)
         return 1
-    for path in write(args.results, args.out or args.results / kind):
+    for path in write(found, args.results, args.out or args.results / kind):
         print(path)
     return 0

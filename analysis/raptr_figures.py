@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.collect import collect_variants, load_variant_curves
+from analysis.collect import load_variant_curves
 from analysis.outputs import outputs_main, save_figure
 from analysis.raptr_runs import (
     BASELINE,
@@ -226,8 +226,8 @@ def plot_schedule(data: pd.DataFrame, n_layer: int) -> Figure:
     return fig
 
 
-def write_figures(results_dir: Path, out_dir: Path) -> list[Path]:
-    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+    specs = load_specs(results_dir)
     curves = load_variant_curves(results_dir)
     boundaries = _boundaries(specs)
     steps = max((s.steps for s in specs.values()), default=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.collect import collect_variants, load_variant_curves
+from analysis.collect import load_variant_curves
 from analysis.outputs import outputs_main, write_table
 from analysis.raptr_runs import (
     BASELINE,
@@ -189,9 +189,9 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
-    frame, specs = collect_variants(results_dir), load_specs(results_dir)
+    specs = load_specs(results_dir)
     curves = load_variant_curves(results_dir)
     main, zs = main_table(frame, specs, curves), zeroshot_table(frame, ordered_variants)
     trans = transitions_table(curves, specs)

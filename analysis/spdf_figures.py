@@ -210,14 +210,7 @@ def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(
-        argv,
-        __doc__,
-        "spdf",
-        "figures",
-        lambda results, out: write_figures(collect(results), results, out),
-        collect,
-    )
+    return outputs_main(argv, __doc__, "spdf", "figures", write_figures, collect)
 
 
 if __name__ == "__main__":

@@ -199,12 +199,7 @@ def write_tables(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return outputs_main(
-        argv,
-        __doc__,
-        "spdf",
-        "tables",
-        lambda results, out: write_tables(collect(results), out),
-        collect,
+        argv, __doc__, "spdf", "tables", lambda runs, _, out: write_tables(runs, out), collect
     )
 
 

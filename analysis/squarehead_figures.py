@@ -132,8 +132,7 @@ def layerwise_error(runs: pd.DataFrame, out: Path) -> list[Path]:
     return save_figure(fig, pd.DataFrame(rows), "sqhead_fig_layerwise_error", out)
 
 
-def write_figures(results: Path, out: Path) -> list[Path]:
-    runs = squarehead_runs_csv(results)
+def write_figures(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
     curves = pd.read_csv(results / "tables" / "curves.csv", dtype={"target": str})
     return [
         *acc_vs_sparsity(runs, out),

@@ -104,8 +104,7 @@ def _shown(table: pd.DataFrame, columns: dict[str, str], digits: int = 2) -> pd.
     return shown
 
 
-def write_tables(results: Path, tables: Path) -> list[Path]:
-    runs = squarehead_runs_csv(results)
+def write_tables(runs: pd.DataFrame, results: Path, tables: Path) -> list[Path]:
     main = main_table(runs)
     gap = gap_table(runs)
     return [
