@@ -49,7 +49,9 @@ def _run(cfg, out: Path, with_hooks: bool = True) -> TrainRun:
         optim,
         out,
         hooks=hooks,
-        flops_per_token=builders.flops_function(model_cfg, seq, cfg.flops.convention),
+        flops_per_token=builders.flops_function(
+            builders.model_shape(model_cfg, seq), cfg.flops.convention
+        ),
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from helpers import RandomTokens, toy_model
 from omegaconf import OmegaConf
 
-from sparselm.cli.builders import flop_summary, flops_function
+from sparselm.cli.builders import flop_summary, flops_function, model_shape
 from sparselm.cli.common import compose_config
 from sparselm.cli.method_registry import method_hooks
 from sparselm.cli.mst_config import mst_config
@@ -216,7 +216,7 @@ def test_ledger_cli_bad_argument_is_one_line(capsys):
 def _run(out, *overrides: str, dropout: float = 0.1) -> TrainRun:
     model, hooks = _toy_hooks(*overrides, dropout=dropout)
     cfg = TrainConfig(steps=STEPS, log_every=1, eval_every=5, ckpt_every=5)
-    flops = flops_function(model.config, 16, "megatron_full_attn")
+    flops = flops_function(model_shape(model.config, 16), "megatron_full_attn")
     return TrainRun(
         model, build_adamw(model, OPTIM), RandomTokens(), cfg, OPTIM, out, hooks=hooks,
         flops_per_token=flops,

@@ -93,14 +93,12 @@ def optim_config(cfg: DictConfig) -> OptimConfig:
     return oc
 
 
-def flops_function(
-    model: GPTConfig | ModelShape, seq_len: int, convention: str
-) -> Callable[[dict[str, Any]], float]:
+def flops_function(shape: ModelShape, convention: str) -> Callable[[dict[str, Any]], float]:
     """Per-token training FLOPs for a step, from the factors the hooks report: the one ledger
-    of pretraining, fine-tuning and sparse fine-tuning (``shape_of`` for a model at hand)."""
+    of pretraining, fine-tuning and sparse fine-tuning (``model_shape`` from a config,
+    ``shape_of`` from a loaded model)."""
     if convention not in CONVENTIONS:
         raise ConfigError(f"flops.convention={convention!r} is unknown; allowed: {CONVENTIONS}")
-    shape = model if isinstance(model, ModelShape) else model_shape(model, seq_len)
 
     def per_token(factors: dict[str, Any]) -> float:
         return train_flops_per_token(shape, convention=convention, **factors)["total"]

@@ -32,6 +32,7 @@ from sparselm.cli.run_folder import check_start, claim_run_dir, record_start, re
 from sparselm.data.task_batches import TaskBatches, subset_indices
 from sparselm.data.tasks import TaskExample, load_task
 from sparselm.errors import ConfigError
+from sparselm.flops import ModelShape
 from sparselm.hooks import TrainHook
 from sparselm.model import GPT
 from sparselm.optim import build_adamw
@@ -61,6 +62,7 @@ class JobStart:
     batches: TaskBatches
     train_cfg: TrainConfig
     dist: distributed.DistContext
+    shape: ModelShape  # the start model's, for the FLOP ledger (a pruned copy shares it)
 
 
 PlanBuilder = Callable[[JobStart], Plan]
@@ -100,7 +102,8 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job:
     steps = finetune_steps(cfg, batches.num_train_examples)
     train_cfg = builders.train_config(cfg, steps=steps)
     optim_cfg = builders.optim_config(cfg)
-    plan = job.plan(JobStart(cfg, source, batches, train_cfg, dist))
+    shape = builders.shape_of(source.model, batches.seq_len)
+    plan = job.plan(JobStart(cfg, source, batches, train_cfg, dist, shape))
 
     config_yaml, tracker = OmegaConf.to_yaml(cfg, resolve=True), NullTracker()
     if dist.is_main:  # rank 0 writes every file
@@ -109,7 +112,6 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job:
         record_start(run_dir, start)
         tracker = builders.tracker(cfg, run_dir, job_type=job.config_name)
     plan.model.train()
-    shape = builders.shape_of(plan.model, batches.seq_len)
     run = TrainRun(
         model=plan.model,
         optimizer=build_adamw(plan.model, optim_cfg),
@@ -119,7 +121,7 @@ def finetune(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext, job:
         out_dir=run_dir,
         hooks=plan.hooks,
         tracker=tracker,
-        flops_per_token=builders.flops_function(shape, batches.seq_len, cfg.flops.convention),
+        flops_per_token=builders.flops_function(shape, cfg.flops.convention),
         config_yaml=config_yaml,
         dist=dist,
     )

@@ -84,7 +84,9 @@ def pretrain(cfg: DictConfig, run_dir: Path, dist: distributed.DistContext) -> i
         out_dir=run_dir,
         hooks=hooks,
         tracker=tracker,
-        flops_per_token=builders.flops_function(model_cfg, seq_len, cfg.flops.convention),
+        flops_per_token=builders.flops_function(
+            builders.model_shape(model_cfg, seq_len), cfg.flops.convention
+        ),
         config_yaml=config_yaml,
         dist=dist,
     )

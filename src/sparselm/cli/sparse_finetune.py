@@ -26,7 +26,6 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sparselm import distributed
-from sparselm.cli import builders
 from sparselm.cli.common import run_cli, typed
 from sparselm.cli.finetune import Job, JobStart, Plan, run_job
 from sparselm.data.task_batches import TaskBatches
@@ -79,8 +78,7 @@ def sparse_plan(start: JobStart) -> Plan:
         expected_nnz = None  # masks shrink while training
     # the masks hold full tensors: FSDP is refused by the mask hook, DDP wraps in the loop
     student = distributed.shard_model(student, dist, train_cfg.parallel)
-    shape = builders.shape_of(student, batches.seq_len)
-    convention = str(cfg.flops.convention)
+    shape, convention = start.shape, str(cfg.flops.convention)
 
     def describe(metrics: dict[str, Any]) -> dict[str, Any]:
         check = prune_setup.mask_check(mask_hook, expected_nnz)
