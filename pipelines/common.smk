@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from snakemake.utils import update_config
 
 CHECKOUT = Path(workflow.current_basedir).parent  # the repository this file belongs to
 # the few torch-free helpers read while the DAG is built come from this checkout, so a
@@ -31,16 +32,11 @@ def _validate(cfg: dict) -> None:
 STUDIES = {study: load_declaration(study) for study in declared_studies()}
 
 
-def _merged(base, over):
-    """``over`` on top of ``base``, nested mappings merged key by key (as Snakemake merges
-    config files), so an override of one scale's grid leaves the others."""
-    if not (isinstance(base, dict) and isinstance(over, dict)):
-        return over
-    return {**base, **{k: _merged(base[k], v) if k in base else v for k, v in over.items()}}
-
-
 for _study, _declared in STUDIES.items():
-    config[_study] = _merged({"grids": _declared.grids}, config.get(_study) or {})
+    # merged key by key, as Snakemake merges config files: overriding one scale keeps the rest
+    _node = {"grids": _declared.grids}
+    update_config(_node, config.get(_study) or {})
+    config[_study] = _node
 _validate(config)
 # Rules run `python -m sparselm.cli...` and `python -m analysis...`: put this checkout's code
 # first on the path, so they work in a --use-conda environment that does not install sparselm.
