@@ -1,9 +1,11 @@
 """Gather every metrics.json of a study into one tidy frame (and the pre-training curves).
 
-Wildcards (task, sparsity, fraction, seed) are parsed from folder names, never from the JSON:
-the folder is what Snakemake asked for, whereas the JSON is what the job happened to write.
-Two layouts: ``sparsity`` (SPDF: ``s0.75_seed0``) and ``variant`` (RaPTr: ``raptr_seed0``,
-pre-training and zero-shot only).
+An SPDF run's values (sparsity, fraction, seed) are read from its own files, never from its
+folder name: a pre-training run's mask level from its metrics.json and its seed from its
+config.yaml; a fine-tuning run adds its fraction and task to those of the run it started from
+(config.yaml ``pretrained``); an evaluation takes those of the checkpoint it scored
+(``checkpoint``). A variant study's runs (``raptr_seed0``: pre-training and zero-shot only)
+are labelled by their folder, the variant's name in the study's grid.
 """
 
 from __future__ import annotations
@@ -14,20 +16,22 @@ import math
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
+
+
+class RunFilesError(Exception):
+    """A run folder lacks a file or key its values are read from; the message names it."""
+
 
 COLUMNS = ["stage", "task", "sparsity", "fraction", "seed", "metric", "value", "source"]
 CURVE_COLUMNS = ["sparsity", "seed", "step", "tokens", "flops_cum", "train_loss", "val_loss"]
 
-_NUM = r"\d+(?:\.\d+)?"
-RUN_PATTERNS = {
-    False: re.compile(rf"^s(?P<sparsity>{_NUM})_seed(?P<seed>\d+)$"),
-    True: re.compile(rf"^s(?P<sparsity>{_NUM})_f(?P<fraction>{_NUM})_seed(?P<seed>\d+)$"),
-}
 VARIANT_COLUMNS = ["stage", "task", "variant", "seed", "metric", "value", "source"]
 VARIANT_CURVE_COLUMNS = [
     "variant",
@@ -42,31 +46,18 @@ VARIANT_CURVE_COLUMNS = [
 ]
 VARIANT_PATTERN = re.compile(r"^(?P<variant>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_seed(?P<seed>\d+)$")
 VARIANT_STAGES = ("pretrain", "eval_zeroshot")
-# stage folder -> (has a task folder, run folder carries a fine-tuning fraction, flat eval dict)
-STAGES: dict[str, tuple[bool, bool, bool]] = {
-    "pretrain": (False, False, False),
-    "finetune": (True, True, False),
-    "eval_zeroshot": (False, False, True),
-    "eval_nlg": (True, True, True),
+# stage folder -> (has a task folder, metrics.json is lm-eval's flat "task/metric" dict)
+STAGES: dict[str, tuple[bool, bool]] = {
+    "pretrain": (False, False),
+    "finetune": (True, False),
+    "eval_zeroshot": (False, True),
+    "eval_nlg": (True, True),
 }
 
 
 def _is_number(value: Any) -> bool:
     # bool is an int subclass, but keep_mask=True is a flag, not a measurement
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def parse_run_dir(name: str, with_fraction: bool) -> dict[str, Any] | None:
-    """``s0.75_f0.1_seed2`` -> {sparsity: 0.75, fraction: 0.1, seed: 2}; None if no match."""
-    match = RUN_PATTERNS[with_fraction].match(name)
-    if match is None:
-        return None
-    groups = match.groupdict()
-    return {
-        "sparsity": float(groups["sparsity"]),
-        "fraction": float(groups["fraction"]) if with_fraction else math.nan,
-        "seed": int(groups["seed"]),
-    }
 
 
 def parse_variant_dir(name: str) -> dict[str, Any] | None:
@@ -94,26 +85,75 @@ def eval_metrics(flat: dict[str, Any], folder_task: str | None) -> Iterator[tupl
         yield (short_task(lm_task) if lm_task else folder_task), metric, float(value)
 
 
-def _run_dirs(results_dir: Path) -> Iterator[tuple[str, str | None, dict[str, Any], Path]]:
-    for stage, (has_task, with_fraction, _) in STAGES.items():
-        pattern = "*/*/metrics.json" if has_task else "*/metrics.json"
-        for path in sorted((results_dir / stage).glob(pattern)):
-            wildcards = parse_run_dir(path.parent.name, with_fraction)
-            if wildcards is None:
-                warnings.warn(f"skipping {path}: folder name is not a run folder", stacklevel=2)
-                continue
-            task = path.parent.parent.name if has_task else None
-            yield stage, task, wildcards, path
+@dataclass(frozen=True)
+class RunRecord:
+    """What one job left: its resolved config and its metrics (metrics.json, or a W&B run's
+    summary), each with where it was read, for error messages."""
+
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    config_at: str
+    metrics_at: str
 
 
-def _rows_of(stage: str, task: str | None, wildcards: dict, path: Path) -> list[dict[str, Any]]:
-    data = json.loads(path.read_text())
-    if STAGES[stage][2]:
+def run_key(path: str | Path) -> str:
+    """A run folder from its stage folder on (``finetune/e2e/s0.5_f1.0_seed0``): how one job's
+    config names another run (``pretrained``, ``checkpoint``) wherever the results tree lies."""
+    parts = Path(path).parts
+    stage_at = max((i for i, part in enumerate(parts) if part in STAGES), default=0)
+    return "/".join(parts[stage_at:])
+
+
+def _value(data: dict[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise RunFilesError(f"{where} has no {key!r}: it was not written by this suite's job")
+    return data[key]
+
+
+def run_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str, Any]:
+    """sparsity, fraction, seed and task of the SPDF-layout run ``key`` (see the module
+    docstring), through ``record_of`` (a run's files, or a study's W&B runs)."""
+    run = record_of(key)
+    if "checkpoint" in run.config:  # an evaluation: the values of the run it scored
+        return run_values(run_key(run.config["checkpoint"]), record_of)
+    seed = int(_value(run.config, "seed", run.config_at))
+    if "pretrained" in run.config:  # fine-tuning: its own fraction and task on its start's level
+        start = run_values(run_key(run.config["pretrained"]), record_of)
+        fraction = float(_value(run.metrics, "fraction", run.metrics_at))
+        task = _value(run.metrics, "task", run.metrics_at)
+        return start | {"fraction": fraction, "seed": seed, "task": task}
+    level = float(_value(run.metrics, "static_sparsity", run.metrics_at))
+    return {"sparsity": level, "fraction": math.nan, "seed": seed, "task": None}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A run's metrics.json or config.yaml; one error naming the file when it is missing."""
+    if not path.is_file():
+        raise RunFilesError(f"{path} is missing: its run folder holds no complete job")
+    return (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text()) or {}
+
+
+def file_records(study_dir: Path) -> Callable[[str], RunRecord]:
+    """``record_of`` over a study's folders: a run's config.yaml and metrics.json."""
+
+    def record_of(key: str) -> RunRecord:
+        config, metrics = study_dir / key / "config.yaml", study_dir / key / "metrics.json"
+        return RunRecord(_read(config), _read(metrics), str(config), str(metrics))
+
+    return record_of
+
+
+def metric_rows(
+    stage: str, task: str | None, labels: dict[str, Any], data: dict[str, Any], source: str
+) -> list[dict[str, Any]]:
+    """One tidy row per number of a job's metrics (metrics.json or a W&B summary): an
+    evaluation's ``task/metric`` keys split, a training job's keys under its ``task``."""
+    if STAGES[stage][1]:
         triples = list(eval_metrics(data, task))
     else:
         triples = [(task, k, float(v)) for k, v in data.items() if _is_number(v)]
     return [
-        {"stage": stage, "task": t, **wildcards, "metric": m, "value": v, "source": str(path)}
+        {"stage": stage, "task": t, **labels, "metric": m, "value": v, "source": source}
         for t, m, v in triples
     ]
 
@@ -133,8 +173,13 @@ def collect(results_dir: Path, study: str = "spdf") -> pd.DataFrame:
     """
     results_dir = _study_dir(results_dir, study)
     rows: list[dict[str, Any]] = []
-    for stage, task, wildcards, path in _run_dirs(results_dir):
-        rows.extend(_rows_of(stage, task, wildcards, path))
+    record_of = file_records(results_dir)
+    for stage, (has_task, _) in STAGES.items():
+        pattern = "*/*/metrics.json" if has_task else "*/metrics.json"
+        for path in sorted((results_dir / stage).glob(pattern)):
+            values = run_values(run_key(path.parent), record_of)
+            data = json.loads(path.read_text())
+            rows.extend(metric_rows(stage, values.pop("task"), values, data, str(path)))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"sparsity": float, "fraction": float, "seed": int, "value": float})
 
@@ -149,7 +194,8 @@ def collect_variants(results_dir: Path, study: str = "raptr") -> pd.DataFrame:
             if wildcards is None:
                 warnings.warn(f"skipping {path}: folder name is not a run folder", stacklevel=2)
                 continue
-            rows.extend(_rows_of(stage, None, wildcards, path))
+            data = json.loads(path.read_text())
+            rows.extend(metric_rows(stage, None, wildcards, data, str(path)))
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
     return frame.astype({"seed": int, "value": float})
 
@@ -175,7 +221,15 @@ def _curves(results_dir: Path, parse, columns: list[str]) -> pd.DataFrame:
 
 def load_pretrain_curves(results_dir: Path) -> pd.DataFrame:
     """Per logged step of every pre-training run; ``val_loss`` is NaN off eval steps."""
-    frame = _curves(results_dir, lambda n: parse_run_dir(n, with_fraction=False), CURVE_COLUMNS)
+    study_dir, record_of = Path(results_dir), file_records(Path(results_dir))
+
+    def values(name: str) -> dict[str, Any] | None:  # None: a job still running
+        if not (study_dir / "pretrain" / name / "metrics.json").is_file():
+            return None
+        found = run_values(f"pretrain/{name}", record_of)
+        return {"sparsity": found["sparsity"], "seed": found["seed"]}
+
+    frame = _curves(study_dir, values, CURVE_COLUMNS)
     frame = frame[CURVE_COLUMNS]
     return frame.astype({c: float for c in CURVE_COLUMNS if c not in ("seed", "step")})
 
@@ -195,7 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="CSV (default: <results>/tables)")
     args = parser.parse_args(argv)
     gather = collect_variants if args.layout == "variant" else collect
-    frame = gather(args.results, args.study or ("raptr" if args.layout == "variant" else "spdf"))
+    study = args.study or ("raptr" if args.layout == "variant" else "spdf")
+    try:
+        frame = gather(args.results, study)
+    except RunFilesError as err:
+        print(f"collect: {err}", file=sys.stderr)
+        return 1
     if frame.empty:
         print(f"collect: no metrics.json found under {args.results}", file=sys.stderr)
         return 1

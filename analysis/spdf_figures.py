@@ -123,22 +123,15 @@ def plot_rel_degradation(data: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     by_size, by_difficulty = fig.subplots(1, 2)
     tasks = data.drop_duplicates("task").set_index("task")
-    order = tasks.sort_values("train_examples", kind="stable").index.tolist()
-    _grouped_bars(
-        by_size,
-        data,
-        order,
-        [f"{task_name(t)}\n{tasks.at[t, 'train_examples']:,.0f}" for t in order],
+    panels = (
+        (by_size, "train_examples", "{:,.0f}", "fine-tuning train examples (f=1.0)"),
+        (by_difficulty, "dense_ft_val_loss", "{:.3f}", DIFFICULTY_LABEL),
     )
-    by_size.set_xlabel("task, ordered by fine-tuning train examples (f=1.0)")
-    order = tasks.sort_values("dense_ft_val_loss", kind="stable").index.tolist()
-    _grouped_bars(
-        by_difficulty,
-        data,
-        order,
-        [f"{task_name(t)}\n{tasks.at[t, 'dense_ft_val_loss']:.3f}" for t in order],
-    )
-    by_difficulty.set_xlabel(f"task, ordered by {DIFFICULTY_LABEL}")
+    for ax, key, fmt, ordered_by in panels:
+        order = tasks.sort_values(key, kind="stable").index.tolist()
+        labels = [f"{task_name(t)}\n{fmt.format(tasks.at[t, key])}" for t in order]
+        _grouped_bars(ax, data, order, labels)
+        ax.set_xlabel(f"task, ordered by {ordered_by}")
     return fig
 
 

@@ -2,28 +2,25 @@
 
     python -m analysis.squarehead_runs --results results/squarehead --teachers <run> [...]
 
-Run facts (pruner, target, loss, seed) come from folder names, as Snakemake asked for them:
-``sparse_finetune/<task>/<pruner>_<target>_<loss>_seed<seed>``. Teachers (the dense fine-tuned
-runs) become rows with ``pruner=none, loss=dense, sparsity=0``.
+A student's facts (pruner, target, loss, seed) are read from its resolved config.yaml, the
+same way from a W&B run's config, never from its folder name; its scores are those of the
+same-named folder under ``eval_sparse_nlg``. Teachers (the dense fine-tuned runs) become rows
+with ``pruner=none, loss=dense, sparsity=0``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
-RUN_PATTERN = re.compile(
-    r"^(?P<pruner>magnitude|sparsegpt|gradual)_(?P<target>s\d\.\d+|nm\d+x\d+)_"
-    r"(?P<loss>ce(?:_kl)?(?:_squarehead)?)_seed(?P<seed>\d+)$"
-)
-TEACHER_PATTERN = re.compile(r"^dense_seed(?P<seed>\d+)$")
+FACTS = ("pruner", "target", "loss", "seed")
 LOSS_ORDER = ("ce", "ce_kl", "ce_squarehead", "ce_kl_squarehead")
 LOSS_LABELS = {
     "ce": "CE",
@@ -44,25 +41,33 @@ class StudyInputError(Exception):
     """A results folder that does not hold what the study should have written."""
 
 
-def parse_run(name: str) -> dict[str, Any] | None:
-    match = RUN_PATTERN.match(name)
-    if match is None:
-        return None
-    target = match["target"]
-    nm = target[2:].replace("x", ":") if target.startswith("nm") else None
+def run_facts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A student's pruner, target (``0.7`` or ``2:4``), loss (its nonzero distillation terms,
+    ``ce_kl_squarehead``) and seed, from its resolved config."""
+    prune, distill = config["prune"], config["distill"]
+    terms = [t for t in ("ce", "kl", "squarehead") if float(distill.get(t) or 0.0) > 0.0]
     return {
-        "pruner": match["pruner"],
-        "target": nm if nm else target[1:],
-        "loss": match["loss"],
-        "seed": int(match["seed"]),
+        "pruner": str(prune["method"]),
+        "target": str(prune.get("nm") or float(prune["sparsity"])),
+        "loss": "_".join(terms),
+        "seed": int(config["seed"]),
     }
 
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StudyInputError(f"{path}: unreadable metrics ({e})") from None
+        return (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text()) or {}
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as e:
+        raise StudyInputError(f"{path}: unreadable ({e})") from None
+
+
+def _task_and_facts(config_path: Path, facts=run_facts) -> tuple[str, dict[str, Any]]:
+    """(task, facts) of a run from its config.yaml; one error naming the file if it has none."""
+    config = _read(config_path)
+    try:
+        return str(config["task"]["name"]), facts(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StudyInputError(f"{config_path}: not this study's job config (no {e})") from None
 
 
 def _task_metrics(evals: dict[str, Any], task: str) -> dict[str, float]:
@@ -98,22 +103,19 @@ def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.D
     rows, curves = [], []
     for metrics_path in sorted((results / "sparse_finetune").glob("*/*/metrics.json")):
         run_dir = metrics_path.parent
-        facts = parse_run(run_dir.name)
-        if facts is None:
-            continue
-        task = run_dir.parent.name
+        task, facts = _task_and_facts(run_dir / "config.yaml")
         eval_path = results / "eval_sparse_nlg" / task / run_dir.name / "metrics.json"
         evals = _read(eval_path) if eval_path.is_file() else {}
         rows.append(student_row(task, facts, _read(metrics_path), evals))
         curves.extend(_curve(run_dir, {"task": task, **facts}))
     for teacher in teachers:
-        task, seed = Path(teacher).parent.name, int(Path(teacher).name.rsplit("seed", 1)[1])
+        task, seed = _task_and_facts(Path(teacher) / "config.yaml", lambda c: int(c["seed"]))
         eval_path = results / "eval_teacher_nlg" / task / f"dense_seed{seed}" / "metrics.json"
         evals = _read(eval_path) if eval_path.is_file() else {}
         rows.append(teacher_row(task, seed, _read(Path(teacher) / "metrics.json"), evals))
     if not rows:
         raise StudyInputError(f"{results}/sparse_finetune: no finished runs")
-    return pd.DataFrame(rows), pd.DataFrame(curves, columns=[*RUN_PATTERN.groupindex, "task",
+    return pd.DataFrame(rows), pd.DataFrame(curves, columns=[*FACTS, "task",
                                                               *CURVE_FIELDS])  # fmt: skip
 
 

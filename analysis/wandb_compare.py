@@ -1,14 +1,14 @@
 """A study's main comparison table from W&B runs (public API) instead of results/ files.
 
-Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group),
-stage (job type) and run (the run name: ``<stage>-<variant>-seed<N>`` for the variant studies,
-sparsity, task and fraction from the config for SPDF); the table is built by the same function
-as from files. Every study is supported: the comparison table reads every pre-training run's
-logged history too (its eval curve and step times), SquareHead's rows come from its students'
-names (``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``), their scoring jobs and the
-teachers'. It needs
-network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
-stops with a one-line message.
+Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group)
+and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies; for SPDF, the
+values its files would give (``analysis.collect.run_values``, through the runs each config
+names, found by the ``run_dir`` every job logs beside its config); the table is built by the
+same function as from files. Every study is supported: the comparison table reads every
+pre-training run's logged history too (its eval curve and step times); a SquareHead student's
+facts come from its config, paired with its scoring job by name
+(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``). It needs network access and a W&B
+login, so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with one line.
 Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
 --group raptr --out table.csv``.
 """
@@ -20,7 +20,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,17 @@ from analysis import (
     squarehead_runs,
     squarehead_tables,
 )
-from analysis.collect import COLUMNS, VARIANT_COLUMNS, VARIANT_CURVE_COLUMNS, eval_metrics
+from analysis.collect import (
+    COLUMNS,
+    STAGES,
+    VARIANT_COLUMNS,
+    VARIANT_CURVE_COLUMNS,
+    RunFilesError,
+    RunRecord,
+    metric_rows,
+    run_key,
+    run_values,
+)
 from analysis.run_specs import RunSpec, spec_from_config
 from analysis.spdf_tables import main_table
 
@@ -55,19 +65,6 @@ class WandbUnavailable(Exception):
     """The public API can't be reached or used; the message is meant for one line."""
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
-    """``config["a"]["b"]`` or ``config["a.b"]``: run configs come nested or flattened."""
-    if dotted in config:
-        return config[dotted]
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    # older runs wrap each config value as {"value": ...}
-    return node.get("value") if isinstance(node, Mapping) and "value" in node else node
-
-
 def _number(value: Any, default: float = math.nan) -> float:
     try:
         return float(value) if value is not None and not isinstance(value, bool) else default
@@ -79,39 +76,40 @@ def _summary(run: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
 
 
-def _static_level(config: Mapping[str, Any]) -> float:
-    """SPDF's mask level: ``method.level`` of a ``method=static`` run (runs logged before static
-    sparsity became a method kept it in ``sparsity.level``); 0 for any other run."""
-    if _get(config, "method.name") == "static":
-        return _number(_get(config, "method.level"), 0.0)
-    return _number(_get(config, "sparsity.level"), 0.0)
+def _source(run: Any) -> str:
+    return "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)])
 
 
-def run_rows(run: Any) -> list[dict[str, Any]]:
-    """Tidy rows (collect.COLUMNS) from one W&B run's job type, config and summary."""
-    config = dict(run.config or {})
-    stage = getattr(run, "job_type", None) or _get(config, "logger.job_type")
-    task = _get(config, "task.name")
-    if str(stage).startswith("eval") and stage not in ("eval_nlg", "eval_zeroshot"):
-        # a generic "eval" job: NLG evaluations are the ones configured with a task
-        stage = "eval_nlg" if task else "eval_zeroshot"
-    summary = _summary(run)
-    if str(stage).startswith("eval"):
-        triples = list(eval_metrics(summary, task))
-    else:
-        triples = [
-            (task, k, float(v))
-            for k, v in summary.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
-    base = {
-        "stage": stage,
-        "sparsity": _static_level(config),
-        "fraction": _number(_get(config, "task.fraction")) if stage != "pretrain" else math.nan,
-        "seed": int(_number(_get(config, "seed"), -1)),
-        "source": "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)]),
-    }
-    return [base | {"task": t, "metric": m, "value": v} for t, m, v in triples]
+def spdf_rows(runs: list[Any]) -> list[dict[str, Any]]:
+    """Tidy rows (collect.COLUMNS) of the SPDF study's runs. Each run is labelled as its files
+    would label it (``collect.run_values``: an evaluation by the run it scored, a fine-tuning
+    run by the one it started from), the runs found by the folder every job logs beside its
+    config (``run_dir``)."""
+    records: dict[str, tuple[Any, RunRecord]] = {}
+    for run in runs:
+        config, where = dict(run.config or {}), f"W&B run {_source(run)}"
+        if "run_dir" not in config:
+            raise WandbUnavailable(
+                f"{where} has no run_dir in its config: logged by an older sparselm"
+            )
+        key = run_key(config["run_dir"])
+        if key.split("/")[0] in STAGES:
+            records[key] = (
+                run,
+                RunRecord(config, _summary(run), f"{where} config", f"{where} summary"),
+            )
+
+    def record_of(key: str) -> RunRecord:
+        if key not in records:
+            raise WandbUnavailable(f"no run of the results folder {key} among the W&B runs")
+        return records[key][1]
+
+    rows = []
+    for key, (run, record) in records.items():
+        values = run_values(key, record_of)
+        stage, task = key.split("/")[0], values.pop("task")
+        rows += metric_rows(stage, task, values, record.metrics, _source(run))
+    return rows
 
 
 def variant_rows(run: Any) -> list[dict[str, Any]]:
@@ -120,8 +118,9 @@ def variant_rows(run: Any) -> list[dict[str, Any]]:
     match = RUN_NAME.match(str(getattr(run, "name", "")))
     if match is None:
         return []
+    stage = "pretrain" if str(run.name).startswith("pretrain-") else "eval_zeroshot"
     named = {"variant": match["variant"], "seed": int(match["seed"])}
-    return [{k: row[k] for k in VARIANT_COLUMNS if k in row} | named for row in run_rows(run)]
+    return metric_rows(stage, None, named, _summary(run), _source(run))
 
 
 def curve_rows(run: Any) -> list[dict[str, Any]]:
@@ -162,19 +161,21 @@ def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
     students, student_evals, teachers, teacher_evals = {}, {}, {}, {}
     for run in runs:
         name = str(getattr(run, "name", ""))
-        if match := STUDENT.match(name):
-            # sparse-ft-e2e-magnitude-s0.8-ce_squarehead-seed0 -> magnitude_s0.8_ce_squarehead_seed0
-            folder = match["run"].replace("-", "_")
+        if match := STUDENT.match(name):  # a student and its scoring share the name's tail
             side = students if match["kind"] == "sparse-ft" else student_evals
-            side[(match["task"], folder)] = _summary(run)
+            side[(match["task"], match["run"])] = run
         elif match := TEACHER_EVAL.match(name):
             teacher_evals[(match["task"], int(match["seed"]))] = _summary(run)
         elif match := TEACHER.match(name):
             teachers[(match["task"], int(match["seed"]))] = _summary(run)
     rows = [
-        squarehead_runs.student_row(task, facts, train, student_evals.get((task, folder), {}))
-        for (task, folder), train in sorted(students.items())
-        if (facts := squarehead_runs.parse_run(folder)) is not None
+        squarehead_runs.student_row(
+            task,
+            squarehead_runs.run_facts(dict(run.config or {})),  # its facts, as from config.yaml
+            _summary(run),
+            _summary(student_evals[(task, key)]) if (task, key) in student_evals else {},
+        )
+        for (task, key), run in sorted(students.items())
     ]
     rows += [
         squarehead_runs.teacher_row(task, seed, train, teacher_evals.get((task, seed), {}))
@@ -192,8 +193,7 @@ def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
         frame, n_runs = squarehead_frame(runs)
         return squarehead_tables.main_table(frame), n_runs
     if study == "spdf":
-        rows = [row for run in runs for row in run_rows(run)]
-        return main_table(pd.DataFrame(rows, columns=COLUMNS)), len(runs)
+        return main_table(pd.DataFrame(spdf_rows(runs), columns=COLUMNS)), len(runs)
     rows = [row for run in runs for row in variant_rows(run)]
     if not rows:
         raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
@@ -235,8 +235,7 @@ def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[A
 
 def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.DataFrame:
     """Every run of ``group`` as the same tidy frame ``analysis.collect`` builds from files."""
-    runs = fetch_runs(entity, project, group, api)
-    return pd.DataFrame([row for run in runs for row in run_rows(run)], columns=COLUMNS)
+    return pd.DataFrame(spdf_rows(fetch_runs(entity, project, group, api)), columns=COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         table, n_runs = study_table(study, fetch_runs(args.entity, args.project, args.group))
-    except WandbUnavailable as err:
+    except (WandbUnavailable, RunFilesError) as err:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from analysis import collect as collect_mod
@@ -71,7 +73,7 @@ def _pretrain_run(root: Path, s: float, seed: int) -> None:
             "flops_reduction": REDUCTION[s],
             "flops_convention": "megatron_full_attn",
             "data": "pg_books",
-            "sparsity": s,
+            "static_sparsity": s,
         },
     )
     log = [
@@ -92,7 +94,7 @@ def _pretrain_run(root: Path, s: float, seed: int) -> None:
     _write(run / "train_log.jsonl", "\n".join(json.dumps(r) for r in log) + "\n")
     _write(
         run / "config.yaml",
-        "model:\n  name: tiny\n  block_size: 256\n"
+        f"seed: {seed}\nmodel:\n  name: tiny\n  block_size: 256\n"
         "train:\n  seq_len: 256\nflops:\n  convention: megatron_full_attn\n",
     )
     zeroshot = {
@@ -104,6 +106,7 @@ def _pretrain_run(root: Path, s: float, seed: int) -> None:
         "sparselm_wikitext/alias": "wikitext",
     }
     _write(root / "eval_zeroshot" / f"s{s}_seed{seed}" / "metrics.json", zeroshot)
+    _write(root / "eval_zeroshot" / f"s{s}_seed{seed}" / "config.yaml", f"checkpoint: {run}\n")
 
 
 def _finetune_run(root: Path, task: str, s: float, f: float, seed: int) -> None:
@@ -123,7 +126,12 @@ def _finetune_run(root: Path, task: str, s: float, f: float, seed: int) -> None:
     split = "dev[:0.9]" if task == "dart" else "train"
     _write(
         root / "finetune" / task / name / "config.yaml",
+        f"seed: {seed}\npretrained: {root / 'pretrain' / f's{s}_seed{seed}'}\n"
         f"task:\n  split_map:\n    train: {split}\n",
+    )
+    _write(
+        root / "eval_nlg" / task / name / "config.yaml",
+        f"checkpoint: {root / 'finetune' / task / name}\n",
     )
     bleu = fake_bleu(task, s, f, seed)
     _write(
@@ -196,15 +204,28 @@ def test_collect_rows_and_wildcards(results: Path) -> None:
     assert row["source"].item().endswith("eval_nlg/dart/s0.75_f0.1_seed2/metrics.json")
 
 
-def test_wildcards_come_from_folder_names() -> None:
-    assert collect_mod.parse_run_dir("s0.75_f0.1_seed3", True) == {
-        "sparsity": 0.75,
-        "fraction": 0.1,
-        "seed": 3,
-    }
-    assert collect_mod.parse_run_dir("s0.5_seed1", False)["fraction"] != 0.5
-    assert collect_mod.parse_run_dir("notes", False) is None
+def test_run_values_come_from_the_runs_files_not_folder_names(results: Path, tmp_path) -> None:
+    # a copied tree (the configs still name the old paths) and a folder name carrying no value
+    moved = tmp_path / "elsewhere" / "spdf"
+    shutil.copytree(results, moved)
+    shutil.rmtree(results)
+    (moved / "eval_nlg" / "dart" / "s0.75_f0.1_seed2").rename(moved / "eval_nlg" / "dart" / "x")
+    frame = collect_mod.collect(moved)
+    row = frame[(frame["source"].str.contains("dart/x/")) & (frame["metric"] == "bleu")]
+    assert row[["sparsity", "fraction", "seed"]].values.tolist() == [[0.75, 0.1, 2]]
     assert collect_mod.short_task("sparselm_e2e_nlg") == "e2e"
+
+
+def test_a_run_without_its_values_is_one_line_naming_file_and_key(results: Path, capsys) -> None:
+    metrics = results / "pretrain" / "s0.5_seed1" / "metrics.json"
+    metrics.write_text(json.dumps({"final_val_loss": 3.0}))
+    assert collect_mod.main(["--results", str(results)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"collect: {metrics} has no 'static_sparsity': it was not written by this suite's job"
+    )
+    assert not (results / "tables" / "runs.csv").exists()
 
 
 def test_pretrain_curves(results: Path) -> None:
@@ -356,38 +377,29 @@ def test_wandb_compare_api_errors_are_one_line(monkeypatch, capsys, tmp_path: Pa
         wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Broken())
 
 
-def test_wandb_compare_builds_main_table_from_runs() -> None:
+def test_wandb_compare_labels_spdf_runs_as_their_files_do(results: Path) -> None:
+    """W&B runs recorded from the results tree: the resolved config plus the ``run_dir`` the
+    tracker logs beside it, metrics.json as the summary. An evaluation's config names only its
+    checkpoint, so its sparsity and fraction come from the runs it leads back to."""
+
     class Run:
-        def __init__(self, job_type, config, summary):
-            self.job_type, self.config, self.summary_metrics = job_type, config, summary
+        def __init__(self, folder: Path) -> None:
+            config = yaml.safe_load((folder / "config.yaml").read_text())
+            self.config = config | {"run_dir": str(folder).replace("results", "elsewhere")}
+            self.summary_metrics = json.loads((folder / "metrics.json").read_text())
             self.path, self.id = ["e", "sparselm", str(id(self))], "x"
 
     class Api:
         def runs(self, path, filters):
             assert filters == {"group": "spdf"}
-            return [
-                Run(
-                    "pretrain",
-                    {"method": {"name": "static" if s else "none", "level": s}, "seed": 1},
-                    {
-                        "flops_total": 10 / (1 + s),
-                        "flops_reduction": 1 + s,
-                        "train_flops_per_token": 1.0,
-                        "final_val_loss": 3.0,
-                        "_step": 5,
-                    },
-                )
-                for s in (0.0, 0.75)
-            ] + [
-                Run(
-                    "eval_nlg",
-                    {"sparsity.level": 0.75, "seed": 1, "task": {"name": "e2e", "fraction": 1.0}},
-                    {"sparselm_e2e_nlg/bleu": 55.0},
-                )
-            ]
+            return [Run(f.parent) for f in sorted(results.glob("**/metrics.json"))]
 
-    table = main_table_from(wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Api()))
-    assert table.at[0.75, "e2e_bleu_mean"] == 55.0 and table.at[0.75, "flops_reduction"] == 1.75
+    from_wandb = wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Api())
+    pd.testing.assert_frame_equal(
+        main_table_from(from_wandb), main_table_from(collect_mod.collect(results))
+    )
+    bleu = from_wandb[(from_wandb["metric"] == "bleu") & (from_wandb["task"] == "dart")]
+    assert set(bleu["sparsity"]) == set(SPARSITIES) and set(bleu["fraction"]) == set(FRACTIONS)
 
 
 def main_table_from(frame: pd.DataFrame) -> pd.DataFrame:

@@ -136,7 +136,6 @@ def test_variant_folders_never_clash_with_spdf_folders() -> None:
         "seed": 12,
     }
     assert collect_mod.parse_variant_dir("s0.75_seed0") is None
-    assert collect_mod.parse_run_dir("stacking_seed0", with_fraction=False) is None
 
 
 def test_collect_variants(results: Path) -> None:

@@ -90,14 +90,15 @@ def test_bad_squarehead_config_fails_before_any_job(data_dir, tmp_path):
 
 class RecordedRun:
     """A W&B run as the public API returns it, recorded from a job's folder: its name is the
-    job's logger.name and its summary the job's metrics.json, nested keys flattened as the
-    tracker flattens them."""
+    job's logger.name, its config the job's config.yaml and its summary the job's metrics.json,
+    nested keys flattened as the tracker flattens them."""
 
     def __init__(self, name: str, folder: Path) -> None:
         from sparselm.tracking import _flatten
 
         self.name, self.path, self.id = name, ["e", "sparselm", name], name
         self.summary_metrics = _flatten(json.loads((folder / "metrics.json").read_text()))
+        self.config = yaml.safe_load((folder / "config.yaml").read_text())
 
 
 def recorded_runs(results: Path) -> list[RecordedRun]:

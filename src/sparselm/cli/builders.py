@@ -174,6 +174,8 @@ def tracker(cfg: DictConfig, run_dir: Path, job_type: str) -> Tracker:
             run_id=log.get("run_id"),
             dir=str(run_dir),
             tags=tuple(log.get("tags") or ()),
-            config=OmegaConf.to_container(cfg, resolve=True),
+            # run_dir: how other jobs' configs name this run (pretrained=, checkpoint=), so a
+            # study's W&B runs can be joined as its folders are (analysis.wandb_compare)
+            config=OmegaConf.to_container(cfg, resolve=True) | {"run_dir": str(run_dir)},
         )
     )
