@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from analysis.collect import load_variant_curves
 from analysis.compare_tables import DENSE, equal_flops_budget, ordered_variants, run_metrics
-from analysis.outputs import outputs_main, save_figure
+from analysis.outputs import outputs_main
 from analysis.stats import mean_ci
 
 COLUMNS = [
@@ -65,14 +65,14 @@ def plot_loss_vs_flops(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     budget = equal_flops_budget(run_metrics(frame))
     data = loss_curve_data(load_variant_curves(results_dir), budget)
-    return save_figure(plot_loss_vs_flops(data), data, "compare_fig_loss_vs_flops", out_dir)
+    return {"compare_fig_loss_vs_flops": (plot_loss_vs_flops(data), data)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "compare", "figures", write_figures)
+    return outputs_main(argv, __doc__, "compare", "figures", make_figures)
 
 
 if __name__ == "__main__":

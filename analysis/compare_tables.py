@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis import mst_runs, raptr_runs
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main, write_table
+from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
@@ -239,15 +239,15 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     """The comparison table. ``runs.csv`` is analysis.collect's output (its own rule)."""
     curves = load_variant_curves(results_dir)
     main = main_table(frame, curves, schedule_labels(results_dir))
-    return write_table(main, main_markdown(main), "compare_table_main", out_dir)
+    return {"compare_table_main": (main, main_markdown(main))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "compare", "tables", write_tables)
+    return outputs_main(argv, __doc__, "compare", "tables", make_tables)
 
 
 if __name__ == "__main__":

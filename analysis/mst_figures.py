@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
 from analysis.mst_tables import main_table
-from analysis.outputs import outputs_main, save_figure
+from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, load_specs
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
@@ -164,7 +164,7 @@ def plot_drop_grow(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     specs = load_specs(results_dir)
     logs = load_logs(results_dir)
     figures = {
@@ -173,14 +173,11 @@ def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list
         "mst_fig_flops_vs_ppl": (flops_ppl_data(main_table(frame, specs)), plot_flops_vs_ppl),
         "mst_fig_drop_grow": (drop_grow_data(logs), plot_drop_grow),
     }
-    paths: list[Path] = []
-    for stem, (data, plot) in figures.items():
-        paths += save_figure(plot(data), data, stem, out_dir)
-    return paths
+    return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "mst", "figures", write_figures)
+    return outputs_main(argv, __doc__, "mst", "figures", make_figures)
 
 
 if __name__ == "__main__":

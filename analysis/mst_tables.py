@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
-from analysis.outputs import outputs_main, write_table
+from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
@@ -109,23 +109,20 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
     specs = load_specs(results_dir)
-    main, zero, spend = (
-        main_table(frame, specs),
-        zeroshot_table(frame, ordered_variants),
-        budget_table(frame, specs),
-    )
-    return [
-        *write_table(main, main_markdown(main), "mst_table_main", out_dir),
-        *write_table(zero, zeroshot_markdown(zero), "mst_table_zeroshot", out_dir),
-        *write_table(spend, budget_markdown(spend), "mst_table_budget", out_dir),
-    ]
+    main, zero = main_table(frame, specs), zeroshot_table(frame, ordered_variants)
+    spend = budget_table(frame, specs)
+    return {
+        "mst_table_main": (main, main_markdown(main)),
+        "mst_table_zeroshot": (zero, zeroshot_markdown(zero)),
+        "mst_table_budget": (spend, budget_markdown(spend)),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "mst", "tables", write_tables)
+    return outputs_main(argv, __doc__, "mst", "tables", make_tables)
 
 
 if __name__ == "__main__":

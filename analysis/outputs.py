@@ -45,14 +45,17 @@ def outputs_main(
     doc: str,
     study: str,
     kind: str,
-    write: Callable[[Any, Path, Path], list[Path]],
+    make: Callable[[Any, Path], dict[str, tuple[Any, pd.DataFrame]]],
     runs: Callable[[Path], Any] | None = None,
 ) -> int:
     """The command line of a study's tables or figures module: ``--results`` (default
     results/<study>) and ``--out`` (default <results>/<kind>). ``runs`` (default: the variant
-    runs ``analysis.collect`` reads) is read once and handed to ``write(runs, results, out)``;
-    one error line when it finds no run."""
+    runs ``analysis.collect`` reads) is read once and handed to ``make(runs, results)``, which
+    returns every output by its stem: a table's (numbers, Markdown view) or a figure's (figure,
+    plotted numbers). The stems must be the ones the study's declaration names, the names its
+    rules and report use. One error line when it finds no run."""
     from analysis.collect import collect_variants  # collect imports pandas-heavy readers
+    from analysis.study_declaration import load_declaration
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
@@ -62,6 +65,13 @@ def outputs_main(
     if len(found) == 0:
         print(f"{study}_{kind}: no metrics.json found under {args.results}", file=sys.stderr)
         return 1
-    for path in write(found, args.results, args.out or args.results / kind):
-        print(path)
+    made, declared = make(found, args.results), getattr(load_declaration(study), kind)
+    if set(made) != set(declared):
+        raise ValueError(
+            f"{study}_{kind} makes {sorted(made)}; its declaration: {sorted(declared)}"
+        )
+    write = write_table if kind == "tables" else save_figure
+    for stem, (first, second) in made.items():
+        for path in write(first, second, stem, args.out or args.results / kind):
+            print(path)
     return 0

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main, save_figure
+from analysis.outputs import outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
@@ -226,7 +226,7 @@ def plot_schedule(data: pd.DataFrame, n_layer: int) -> Figure:
     return fig
 
 
-def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     specs = load_specs(results_dir)
     curves = load_variant_curves(results_dir)
     boundaries = _boundaries(specs)
@@ -241,14 +241,11 @@ def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list
         "raptr_fig_ablation": (ablation_data(frame, specs), plot_ablation),
         "raptr_fig_schedule": (schedule_data(curves, specs), lambda d: plot_schedule(d, n_layer)),
     }
-    paths: list[Path] = []
-    for stem, (data, plot) in figures.items():
-        paths += save_figure(plot(data), data, stem, out_dir)
-    return paths
+    return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "raptr", "figures", write_figures)
+    return outputs_main(argv, __doc__, "raptr", "figures", make_figures)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main, write_table
+from analysis.outputs import outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     block_flop_ratio,
@@ -189,21 +189,21 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
     specs = load_specs(results_dir)
     curves = load_variant_curves(results_dir)
     main, zs = main_table(frame, specs, curves), zeroshot_table(frame, ordered_variants)
     trans = transitions_table(curves, specs)
-    return [
-        *write_table(main, main_markdown(main), "raptr_table_main", out_dir),
-        *write_table(zs, zeroshot_markdown(zs), "raptr_table_zeroshot", out_dir),
-        *write_table(trans, transitions_markdown(trans), "raptr_table_transitions", out_dir),
-    ]
+    return {
+        "raptr_table_main": (main, main_markdown(main)),
+        "raptr_table_zeroshot": (zs, zeroshot_markdown(zs)),
+        "raptr_table_transitions": (trans, transitions_markdown(trans)),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "raptr", "tables", write_tables)
+    return outputs_main(argv, __doc__, "raptr", "tables", make_tables)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from analysis.collect import collect, load_pretrain_curves
-from analysis.outputs import outputs_main, save_figure
+from analysis.outputs import outputs_main
 from analysis.spdf_tables import (
     FULL,
     main_table,
@@ -189,21 +189,18 @@ def plot_drop_heatmap(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     figures = {
         "spdf_fig_flops_vs_metric": (flops_vs_metric_data(frame), plot_flops_vs_metric),
         "spdf_fig_rel_degradation": (rel_degradation_data(frame), plot_rel_degradation),
         "spdf_fig_pretrain_curves": (pretrain_curves_data(results_dir), plot_pretrain_curves),
         "spdf_fig_drop_heatmap": (drop_heatmap_data(frame), plot_drop_heatmap),
     }
-    paths: list[Path] = []
-    for stem, (data, plot) in figures.items():
-        paths += save_figure(plot(data), data, stem, out_dir)
-    return paths
+    return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "spdf", "figures", write_figures, collect)
+    return outputs_main(argv, __doc__, "spdf", "figures", make_figures, collect)
 
 
 if __name__ == "__main__":

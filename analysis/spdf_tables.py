@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import collect
-from analysis.outputs import outputs_main, write_table
+from analysis.outputs import outputs_main
 from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
@@ -187,20 +187,18 @@ def rel_drop_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
     main, zs, drop = main_table(frame), zeroshot_table(frame), rel_drop_table(frame)
-    return [
-        *write_table(main, main_markdown(main), "spdf_table_main", out_dir),
-        *write_table(zs, zeroshot_markdown(zs), "spdf_table_zeroshot", out_dir),
-        *write_table(drop, rel_drop_markdown(drop), "spdf_table_rel_drop", out_dir),
-    ]
+    return {
+        "spdf_table_main": (main, main_markdown(main)),
+        "spdf_table_zeroshot": (zs, zeroshot_markdown(zs)),
+        "spdf_table_rel_drop": (drop, rel_drop_markdown(drop)),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(
-        argv, __doc__, "spdf", "tables", lambda runs, _, out: write_tables(runs, out), collect
-    )
+    return outputs_main(argv, __doc__, "spdf", "tables", make_tables, collect)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.outputs import outputs_main, save_figure
+from analysis.outputs import outputs_main
 from analysis.squarehead_runs import (
     LOSS_LABELS,
     LOSS_ORDER,
@@ -35,7 +35,7 @@ def _pruners(frame: pd.DataFrame) -> list[str]:
     return sorted(set(frame["pruner"]) - {"none"})
 
 
-def acc_vs_sparsity(runs: pd.DataFrame, out: Path) -> list[Path]:
+def acc_vs_sparsity(runs: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """BLEU and val CE against sparsity: one line per loss and pruner, the teacher dashed."""
     panels = [c for c in ("bleu", "final_val_loss") if c in runs and runs[c].notna().any()]
     fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
@@ -66,8 +66,7 @@ def acc_vs_sparsity(runs: pd.DataFrame, out: Path) -> list[Path]:
         if i == 0:
             ax.legend(fontsize=7)
     fig.suptitle("Sparse fine-tuning: quality vs sparsity per loss and pruner")
-    return save_figure(fig, pd.concat(data, ignore_index=True), "sqhead_fig_acc_vs_sparsity",
-                       out)  # fmt: skip
+    return fig, pd.concat(data, ignore_index=True)
 
 
 def _highest(runs: pd.DataFrame) -> float:
@@ -75,7 +74,7 @@ def _highest(runs: pd.DataFrame) -> float:
     return float(unstructured["sparsity"].max())
 
 
-def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Path]:
+def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """Training CE per step at the highest sparsity: does the loss matter to the task loss?"""
     top = _highest(runs)
     target = runs.loc[(runs["sparsity"] == top) & (runs["loss"] != "dense"), "target"].iloc[0]
@@ -93,10 +92,10 @@ def loss_curves(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[Pat
         ax.set_ylabel("train CE on completions (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return save_figure(fig, cells, "sqhead_fig_loss_curves", out)
+    return fig, cells
 
 
-def layerwise_error(runs: pd.DataFrame, out: Path) -> list[Path]:
+def layerwise_error(runs: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """Normalised per-layer error vs the teacher at the highest sparsity, before and after FT."""
     top = _highest(runs)
     cells = runs[(runs["sparsity"] == top) & (runs["loss"] != "dense")]
@@ -129,20 +128,20 @@ def layerwise_error(runs: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_ylabel("mean (h_S − h_T)² / mean h_T²  (val tokens)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return save_figure(fig, pd.DataFrame(rows), "sqhead_fig_layerwise_error", out)
+    return fig, pd.DataFrame(rows)
 
 
-def write_figures(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
+def make_figures(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
     curves = pd.read_csv(results / "tables" / "curves.csv", dtype={"target": str})
-    return [
-        *acc_vs_sparsity(runs, out),
-        *loss_curves(runs, curves, out),
-        *layerwise_error(runs, out),
-    ]
+    return {
+        "sqhead_fig_acc_vs_sparsity": acc_vs_sparsity(runs),
+        "sqhead_fig_loss_curves": loss_curves(runs, curves),
+        "sqhead_fig_layerwise_error": layerwise_error(runs),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "squarehead", "figures", write_figures, squarehead_runs_csv)
+    return outputs_main(argv, __doc__, "squarehead", "figures", make_figures, squarehead_runs_csv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.outputs import outputs_main, write_table
+from analysis.outputs import outputs_main
 from analysis.squarehead_runs import (
     LOSS_LABELS,
     LOSS_ORDER,
@@ -104,17 +104,16 @@ def _shown(table: pd.DataFrame, columns: dict[str, str], digits: int = 2) -> pd.
     return shown
 
 
-def write_tables(runs: pd.DataFrame, results: Path, tables: Path) -> list[Path]:
-    main = main_table(runs)
-    gap = gap_table(runs)
-    return [
-        *write_table(main, _shown(main, SCORES), "sqhead_table_main", tables),
-        *write_table(gap, _shown(gap, GAPS, digits=3), "sqhead_table_gap", tables),
-    ]  # fmt: skip
+def make_tables(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
+    main, gap = main_table(runs), gap_table(runs)
+    return {
+        "sqhead_table_main": (main, _shown(main, SCORES)),
+        "sqhead_table_gap": (gap, _shown(gap, GAPS, digits=3)),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "squarehead", "tables", write_tables, squarehead_runs_csv)
+    return outputs_main(argv, __doc__, "squarehead", "tables", make_tables, squarehead_runs_csv)
 
 
 if __name__ == "__main__":

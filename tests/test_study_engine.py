@@ -55,6 +55,23 @@ def test_a_report_has_a_section_per_declared_table_and_figure_in_declared_order(
         study_files("compare", results)
 
 
+def test_a_writer_makes_exactly_the_declared_outputs(tmp_path):
+    import pandas as pd
+
+    from analysis.outputs import outputs_main
+
+    table = pd.DataFrame({"x": [1.0]})
+    declared = {stem: (table, table) for stem in load_declaration("compare").tables}
+    argv = ["--results", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert outputs_main(argv, "doc", "compare", "tables", lambda *_: declared, lambda _: [1]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in declared for ext in ("csv", "md")
+    )
+    renamed = {"compare_table_typo": next(iter(declared.values()))}
+    with pytest.raises(ValueError, match="compare_table_typo"):
+        outputs_main(argv, "doc", "compare", "tables", lambda *_: renamed, lambda _: [1])
+
+
 def test_a_bad_declaration_fails_in_one_line_naming_file_and_key(tmp_path):
     shutil.copy(ROOT / "pipelines/studies/schema.yaml", tmp_path)
     good = yaml.safe_load((ROOT / "pipelines/studies/raptr.yaml").read_text())
