@@ -20,19 +20,18 @@ from analysis.compare_claims import LOSS_TOLERANCE, TIME_TOLERANCE, evaluate_cla
 from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
 from analysis.report_engine import (
     StudyFiles,
-    read_table,
     study_files,
     study_main,
 )
-from analysis.run_specs import RunSpec, load_specs
+from analysis.run_specs import RunSpec
 from analysis.verdicts import Claim
+
+MAIN = "compare_table_main"
 
 
 @dataclass(frozen=True)
 class Inputs(StudyFiles):
     per_run: pd.DataFrame  # compare_tables.run_table: one row per (variant, seed)
-    main: pd.DataFrame
-    specs: dict[str, RunSpec]
     labels: dict[str, tuple[str, str]]
 
 
@@ -41,8 +40,6 @@ def load_inputs(results_dir: Path) -> Inputs:
     return Inputs(
         **files,
         per_run=run_table(files["runs"], load_variant_curves(results_dir)),
-        main=read_table(results_dir, "compare_table_main", "compare"),
-        specs=load_specs(results_dir),
         labels=schedule_labels(results_dir),
     )
 
@@ -61,7 +58,7 @@ def _headline(row: pd.Series) -> str:
 
 
 def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
-    lines = [_headline(row) for _, row in inputs.main.iterrows()]
+    lines = [_headline(row) for _, row in inputs.tables[MAIN].iterrows()]
     return [*lines, "", *[f"- **({c.key}) {c.statement}: {c.verdict}.**" for c in claims]]
 
 
@@ -70,7 +67,8 @@ def what_was_run(inputs: Inputs) -> list[str]:
     tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
     spec = inputs.specs.get(DENSE) or next(iter(inputs.specs.values()), RunSpec("?"))
     model, seeds = spec.model, sorted(pre["seed"].unique())
-    budget = float(inputs.main["budget"].iloc[0]) if len(inputs.main) else float("nan")
+    main = inputs.tables[MAIN]
+    budget = float(main["budget"].iloc[0]) if len(main) else float("nan")
     zeroshot = sorted(inputs.runs.loc[inputs.runs["stage"] == "eval_zeroshot", "task"].unique())
     lines = [
         f"- Model: `{model.get('name')}` with {model.get('n_layer')} layers, "

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -24,33 +22,14 @@ from analysis.mst_claims import (
     matched_dense,
 )
 from analysis.mst_runs import MST, ordered_variants, schedule_label
-from analysis.report_engine import (
-    StudyFiles,
-    read_table,
-    study_files,
-    study_main,
-)
-from analysis.run_specs import RunSpec, load_specs
+from analysis.report_engine import StudyFiles, study_main
+from analysis.run_specs import RunSpec
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
 
-
-@dataclass(frozen=True)
-class Inputs(StudyFiles):
-    main: pd.DataFrame
-    budget: pd.DataFrame
-    specs: dict[str, RunSpec]
+MAIN, BUDGET = "mst_table_main", "mst_table_budget"
 
 
-def load_inputs(results_dir: Path) -> Inputs:
-    return Inputs(
-        **study_files("mst", results_dir),
-        main=read_table(results_dir, "mst_table_main", "mst"),
-        budget=read_table(results_dir, "mst_table_budget", "mst"),
-        specs=load_specs(results_dir),
-    )
-
-
-def _convention(inputs: Inputs) -> str | None:
+def _convention(inputs: StudyFiles) -> str | None:
     spec = inputs.specs.get(MST) or next(iter(inputs.specs.values()), None)
     return spec.convention if spec is not None else None
 
@@ -77,15 +56,15 @@ def verdict_sentence(main: pd.DataFrame, runs: pd.DataFrame) -> str:
     )
 
 
-def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
+def summary(claims: list[Claim], inputs: StudyFiles) -> list[str]:
     return [
-        verdict_sentence(inputs.main, inputs.runs),
+        verdict_sentence(inputs.tables[MAIN], inputs.runs),
         "",
         *[f"- **{c.statement}: {c.verdict}.**" for c in claims],
     ]
 
 
-def what_was_run(inputs: Inputs) -> list[str]:
+def what_was_run(inputs: StudyFiles) -> list[str]:
     pre = inputs.runs[inputs.runs["stage"] == "pretrain"]
     tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
     spec = inputs.specs.get(MST) or next(iter(inputs.specs.values()), RunSpec("?"))
@@ -116,9 +95,10 @@ def what_was_run(inputs: Inputs) -> list[str]:
     return lines
 
 
-def caveats(inputs: Inputs) -> list[str]:
+def caveats(inputs: StudyFiles) -> list[str]:
     n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
-    budget = inputs.budget.set_index("variant") if "variant" in inputs.budget else pd.DataFrame()
+    spend = inputs.tables[BUDGET]
+    budget = spend.set_index("variant") if "variant" in spend else pd.DataFrame()
     interval = budget["interval"].dropna().iloc[0] if "interval" in budget else math.nan
     spec = inputs.specs.get(MST) or next(iter(inputs.specs.values()), RunSpec("?"))
     target = spec.method.get("target_reduction")
@@ -142,8 +122,8 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def report_claims(inputs: Inputs) -> list[Claim]:
-    return evaluate_claims(inputs.main, inputs.runs, _convention(inputs))
+def report_claims(inputs: StudyFiles) -> list[Claim]:
+    return evaluate_claims(inputs.tables[MAIN], inputs.runs, _convention(inputs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

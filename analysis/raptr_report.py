@@ -10,45 +10,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
-import pandas as pd
 
 from analysis.raptr_claims import LOSS_TOLERANCE, SPIKE_THRESHOLD, evaluate_claims
 from analysis.raptr_runs import RAPTR, expected_path_len, ordered_variants, schedule_label
-from analysis.report_engine import (
-    StudyFiles,
-    read_table,
-    study_files,
-    study_main,
-)
-from analysis.run_specs import RunSpec, load_specs
+from analysis.report_engine import StudyFiles, study_main
+from analysis.run_specs import RunSpec
 from analysis.verdicts import Claim
 
-
-@dataclass(frozen=True)
-class Inputs(StudyFiles):
-    main: pd.DataFrame
-    transitions: pd.DataFrame
-    specs: dict[str, RunSpec]
+MAIN, TRANSITIONS = "raptr_table_main", "raptr_table_transitions"
 
 
-def load_inputs(results_dir: Path) -> Inputs:
-    return Inputs(
-        **study_files("raptr", results_dir),
-        main=read_table(results_dir, "raptr_table_main", "raptr"),
-        transitions=read_table(results_dir, "raptr_table_transitions", "raptr"),
-        specs=load_specs(results_dir),
-    )
-
-
-def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
+def summary(claims: list[Claim], inputs: StudyFiles) -> list[str]:
     """The two headline verdicts first, in plain words; the rest follow."""
     return [f"- **{c.statement}: {c.verdict}.**" for c in claims]
 
 
-def what_was_run(inputs: Inputs) -> list[str]:
+def what_was_run(inputs: StudyFiles) -> list[str]:
     runs = inputs.runs
     pre = runs[runs["stage"] == "pretrain"]
     tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
@@ -74,7 +51,7 @@ def what_was_run(inputs: Inputs) -> list[str]:
     return lines
 
 
-def caveats(inputs: Inputs) -> list[str]:
+def caveats(inputs: StudyFiles) -> list[str]:
     n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
     spec = inputs.specs.get(RAPTR) or next(iter(inputs.specs.values()), RunSpec("?"))
     first = expected_path_len(spec)[0] if spec.method_name == "raptr" else spec.n_layer
@@ -96,8 +73,8 @@ def caveats(inputs: Inputs) -> list[str]:
     ]
 
 
-def report_claims(inputs: Inputs) -> list[Claim]:
-    return evaluate_claims(inputs.main, inputs.transitions, inputs.runs)
+def report_claims(inputs: StudyFiles) -> list[Claim]:
+    return evaluate_claims(inputs.tables[MAIN], inputs.tables[TRANSITIONS], inputs.runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@ A study's report module (``analysis.<study>_report``) supplies only what is its 
 functions ``study_main`` looks up by name: ``load_inputs(results_dir)``, ``report_claims(inputs)``,
 ``what_was_run(inputs)`` and ``caveats(inputs)``, and where it has them ``summary(claims,
 inputs)``, ``provenance(inputs)`` (default: ``files_provenance``) and ``add_args(parser)`` (extra
-options, passed on to ``load_inputs`` by name). The declaration gives the title and the claims'
+options, passed on to ``load_inputs`` by name); without ``load_inputs`` a report reads its
+``StudyFiles``. The declaration gives the title and the claims'
 source; ``render_report`` lays every report out the same way.
 """
 
@@ -25,6 +26,7 @@ import pandas as pd
 
 from analysis.generations import generations_section
 from analysis.provenance import with_stamp
+from analysis.run_specs import RunSpec, load_specs
 from analysis.study_declaration import load_declaration
 from analysis.verdicts import RULES_MD, Claim
 
@@ -69,14 +71,17 @@ class ReportInputError(Exception):
 
 @dataclass(frozen=True)
 class StudyFiles:
-    """What every report reads from its study's folder: the runs table and each declared
-    table's Markdown and figure's PNG. A study's ``Inputs`` extends it with its own frames."""
+    """What every report reads from its study's folder: the runs table, each declared table
+    (numbers and Markdown) and figure (PNG), and what each variant ran. A study whose report
+    needs more extends it as its ``Inputs``."""
 
     results_dir: Path
     tables_dir: Path
     runs: pd.DataFrame  # tables/runs.csv: one row per (run, metric)
+    tables: dict[str, pd.DataFrame]  # declared table stem -> its CSV
     markdown: dict[str, str]  # declared table stem -> its Markdown
     figures: dict[str, Path]  # declared figure stem -> its PNG
+    specs: dict[str, RunSpec]  # variant -> what it ran ({} for other layouts)
     n_logs: int  # pre-training train_log.jsonl files
 
 
@@ -97,16 +102,19 @@ def read_table(results_dir: Path, stem: str, study: str, **read_csv: Any) -> pd.
         return pd.DataFrame()
 
 
-def study_files(study: str, results_dir: Path, **runs_csv: Any) -> dict[str, Any]:
-    """The ``StudyFiles`` fields of ``results_dir``, as keywords for a study's ``Inputs``."""
+def study_files(study: str, results_dir: Path, **read_csv: Any) -> dict[str, Any]:
+    """The ``StudyFiles`` fields of ``results_dir``, as keywords for a study's ``Inputs``;
+    ``read_csv`` options apply to every table."""
     declared = load_declaration(study)
     tables, figures = results_dir / "tables", results_dir / "figures"
     return dict(
         results_dir=results_dir,
         tables_dir=tables,
-        runs=read_table(results_dir, "runs", study, **runs_csv),
+        runs=read_table(results_dir, "runs", study, **read_csv),
+        tables={s: read_table(results_dir, s, study, **read_csv) for s in declared.tables},
         markdown={s: need(tables / f"{s}.md", study).read_text().strip() for s in declared.tables},
         figures={s: need(figures / f"{s}.png", study) for s in declared.figures},
+        specs=load_specs(results_dir) if declared.layout == "variant" else {},
         n_logs=len(list((results_dir / "pretrain").glob("*/train_log.jsonl"))),
     )
 
@@ -227,6 +235,8 @@ def study_main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
         return render_report(report, inputs, out)
 
     def load(args: argparse.Namespace) -> Any:
+        if not hasattr(module, "load_inputs"):  # the study's files are all its report reads
+            return StudyFiles(**study_files(study, args.results))
         extra = {k: v for k, v in vars(args).items() if k not in ("results", "out", "scale")}
         return module.load_inputs(args.results, **extra)
 

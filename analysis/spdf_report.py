@@ -18,7 +18,6 @@ import yaml
 
 from analysis.report_engine import (
     StudyFiles,
-    read_table,
     study_files,
     study_main,
 )
@@ -29,8 +28,6 @@ from analysis.verdicts import Claim
 
 @dataclass(frozen=True)
 class Inputs(StudyFiles):
-    main: pd.DataFrame
-    drop: pd.DataFrame
     config: dict
     splits: dict[str, str]  # task -> the split its fine-tuning train set was cut from
 
@@ -41,8 +38,6 @@ def load_inputs(results_dir: Path) -> Inputs:
     config = (yaml.safe_load(configs[0].read_text()) if configs else None) or {}
     return Inputs(
         **study_files("spdf", results_dir),
-        main=read_table(results_dir, "spdf_table_main", "spdf"),
-        drop=read_table(results_dir, "spdf_table_rel_drop", "spdf"),
         config=config,
         splits=train_splits(results_dir),
     )
@@ -158,7 +153,10 @@ def provenance(inputs: Inputs) -> list[str]:
 
 def report_claims(inputs: Inputs) -> list[Claim]:
     return evaluate_claims(
-        inputs.main, inputs.runs, train_sizes(inputs.runs), scale_of(inputs.config)
+        inputs.tables["spdf_table_main"],
+        inputs.runs,
+        train_sizes(inputs.runs),
+        scale_of(inputs.config),
     )
 
 

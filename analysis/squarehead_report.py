@@ -19,7 +19,6 @@ import pandas as pd
 
 from analysis.report_engine import (
     StudyFiles,
-    read_table,
     study_files,
     study_main,
 )
@@ -31,14 +30,12 @@ MIN_BLEU = 5.0  # below this a model barely writes scoreable text
 
 @dataclass(frozen=True)
 class Inputs(StudyFiles):
-    main: pd.DataFrame
     high_sparsity: float
 
 
 def load_inputs(results: Path, high_sparsity: float) -> Inputs:
     return Inputs(
         **study_files("squarehead", results, dtype={"target": str}),
-        main=read_table(results, "sqhead_table_main", "squarehead", dtype={"target": str}),
         high_sparsity=high_sparsity,
     )
 

@@ -41,6 +41,7 @@ def test_a_report_has_a_section_per_declared_table_and_figure_in_declared_order(
     (results / "tables" / "runs.csv").write_text("stage,metric,value,source\n")
     for stem in declared.tables:
         (results / "tables" / f"{stem}.md").write_text(f"| table {stem} |\n")
+        (results / "tables" / f"{stem}.csv").write_text("variant\ndense\n")
     for stem in declared.figures:
         (results / "figures" / f"{stem}.png").write_bytes(b"png")
     files = StudyFiles(**study_files("compare", results))
