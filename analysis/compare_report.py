@@ -20,8 +20,12 @@ from analysis.compare_claims import LOSS_TOLERANCE, TIME_TOLERANCE, evaluate_cla
 from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
 from analysis.report_engine import (
     StudyFiles,
+    model_shape,
+    pretraining_lines,
+    seeds_per_variant,
     study_files,
     study_main,
+    zeroshot_line,
 )
 from analysis.run_specs import RunSpec
 from analysis.verdicts import Claim
@@ -63,21 +67,12 @@ def summary(claims: list[Claim], inputs: Inputs) -> list[str]:
 
 
 def what_was_run(inputs: Inputs) -> list[str]:
-    pre = inputs.runs[inputs.runs["stage"] == "pretrain"]
-    tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
     spec = inputs.specs.get(DENSE) or next(iter(inputs.specs.values()), RunSpec("?"))
-    model, seeds = spec.model, sorted(pre["seed"].unique())
     main = inputs.tables[MAIN]
     budget = float(main["budget"].iloc[0]) if len(main) else float("nan")
-    zeroshot = sorted(inputs.runs.loc[inputs.runs["stage"] == "eval_zeroshot", "task"].unique())
+    same = "same initialisation, same data order, same tokens per step"
     lines = [
-        f"- Model: `{model.get('name')}` with {model.get('n_layer')} layers, "
-        f"d={model.get('d_model')}, vocabulary {model.get('vocab_size')}, context "
-        f"T={spec.seq_len}; {spec.steps} steps; pre-training tokens per run: "
-        + ", ".join(f"{t:,.0f}" for t in tokens)
-        + f"; FLOP convention `{spec.convention}`.",
-        f"- Seeds: {', '.join(str(int(s)) for s in seeds)}, the same for every variant "
-        "(same initialisation, same data order, same tokens per step).",
+        *pretraining_lines(inputs, spec, model_shape(spec), same),
         "- Each variant trains at its own FLOP budget (its method's ledger, metrics.json "
         "`flops_total`). Validation runs the full model with dense attention on the same "
         "batches for every run.",
@@ -90,7 +85,7 @@ def what_was_run(inputs: Inputs) -> list[str]:
         "- Step time: the median of each run's logged `step_time_s` (training step only, "
         "evaluation excluded), divided by dense's of the same seed, beside the ledger's FLOPs "
         "per step over dense's.",
-        "- Zero-shot tasks: " + (", ".join(zeroshot) or "none"),
+        zeroshot_line(inputs),
         "- Variants (read back from each run's config.yaml and, for MST, the knob its job solved):",
     ]
     for variant in ordered_variants(inputs.labels):
@@ -100,7 +95,7 @@ def what_was_run(inputs: Inputs) -> list[str]:
 
 
 def caveats(inputs: Inputs) -> list[str]:
-    n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
+    n_seeds = seeds_per_variant(inputs)
     spec = inputs.specs.get(DENSE) or next(iter(inputs.specs.values()), RunSpec("?"))
     return [
         f"- Scale: {spec.model.get('n_layer')} layers at T={spec.seq_len}, {spec.steps} steps, "

@@ -22,7 +22,15 @@ from analysis.mst_claims import (
     matched_dense,
 )
 from analysis.mst_runs import MST, ordered_variants, schedule_label
-from analysis.report_engine import StudyFiles, study_main
+from analysis.report_engine import (
+    StudyFiles,
+    model_shape,
+    pretraining_lines,
+    seeds_per_variant,
+    study_main,
+    variant_lines,
+    zeroshot_line,
+)
 from analysis.run_specs import RunSpec
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, Claim
 
@@ -65,38 +73,19 @@ def summary(claims: list[Claim], inputs: StudyFiles) -> list[str]:
 
 
 def what_was_run(inputs: StudyFiles) -> list[str]:
-    pre = inputs.runs[inputs.runs["stage"] == "pretrain"]
-    tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
     spec = inputs.specs.get(MST) or next(iter(inputs.specs.values()), RunSpec("?"))
-    model = spec.model
-    seeds = sorted(pre["seed"].unique())
     lines = [
-        f"- Model: `{model.get('name')}` with {model.get('n_layer')} layers, "
-        f"d={model.get('d_model')}, vocabulary {model.get('vocab_size')}, "
-        f"context T={spec.seq_len}; {spec.steps} steps; "
-        "pre-training tokens per run: "
-        + ", ".join(f"{t:,.0f}" for t in tokens)
-        + f"; FLOP convention `{spec.convention}`.",
-        f"- Seeds: {', '.join(str(int(s)) for s in seeds)}, the same for every variant "
-        "(same data order, same initialisation).",
-        "- Zero-shot tasks: "
-        + (
-            ", ".join(
-                sorted(inputs.runs.loc[inputs.runs["stage"] == "eval_zeroshot", "task"].unique())
-            )
-            or "none"
-        ),
+        *pretraining_lines(inputs, spec, model_shape(spec), "same data order, same initialisation"),
+        zeroshot_line(inputs),
         "- Validation and zero-shot evaluation use dense attention and the run's final weights "
         "(with its masks' zeros).",
         "- Variants (read back from each run's config.yaml and the knob its job solved):",
     ]
-    for variant in ordered_variants(inputs.specs):
-        lines.append(f"  - `{variant}`: {schedule_label(inputs.specs[variant])}")
-    return lines
+    return lines + variant_lines(inputs, ordered_variants, schedule_label)
 
 
 def caveats(inputs: StudyFiles) -> list[str]:
-    n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
+    n_seeds = seeds_per_variant(inputs)
     spend = inputs.tables[BUDGET]
     budget = spend.set_index("variant") if "variant" in spend else pd.DataFrame()
     interval = budget["interval"].dropna().iloc[0] if "interval" in budget else math.nan

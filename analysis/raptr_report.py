@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 from analysis.raptr_claims import LOSS_TOLERANCE, SPIKE_THRESHOLD, evaluate_claims
 from analysis.raptr_runs import RAPTR, expected_path_len, ordered_variants, schedule_label
-from analysis.report_engine import StudyFiles, study_main
+from analysis.report_engine import (
+    StudyFiles,
+    pretraining_lines,
+    seeds_per_variant,
+    study_main,
+    variant_lines,
+    zeroshot_line,
+)
 from analysis.run_specs import RunSpec
 from analysis.verdicts import Claim
 
@@ -26,33 +33,19 @@ def summary(claims: list[Claim], inputs: StudyFiles) -> list[str]:
 
 
 def what_was_run(inputs: StudyFiles) -> list[str]:
-    runs = inputs.runs
-    pre = runs[runs["stage"] == "pretrain"]
-    tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
     spec = next(iter(inputs.specs.values()), RunSpec("?"))
-    seeds = sorted(pre["seed"].unique())
+    shape = f"{spec.n_layer} layers, context T={spec.seq_len}"
     lines = [
-        f"- Model: `{spec.model.get('name')}` with {spec.n_layer} layers, "
-        f"context T={spec.seq_len}; "
-        f"{spec.steps} steps; pre-training tokens per run: "
-        + ", ".join(f"{t:,.0f}" for t in tokens)
-        + f"; FLOP convention `{spec.convention}`.",
-        f"- Seeds: {', '.join(str(int(s)) for s in seeds)}, the same for every variant "
-        "(same data order, same initialisation).",
-        "- Zero-shot tasks: "
-        + (
-            ", ".join(sorted(runs.loc[runs["stage"] == "eval_zeroshot", "task"].unique())) or "none"
-        ),
+        *pretraining_lines(inputs, spec, shape, "same data order, same initialisation"),
+        zeroshot_line(inputs),
         "- Variants (schedules read back from each run's config.yaml; path lengths count "
         "executed blocks, fixed layers included):",
     ]
-    for variant in ordered_variants(inputs.specs):
-        lines.append(f"  - `{variant}`: {schedule_label(inputs.specs[variant])}")
-    return lines
+    return lines + variant_lines(inputs, ordered_variants, schedule_label)
 
 
 def caveats(inputs: StudyFiles) -> list[str]:
-    n_seeds = int(inputs.runs.groupby("variant")["seed"].nunique().min())
+    n_seeds = seeds_per_variant(inputs)
     spec = inputs.specs.get(RAPTR) or next(iter(inputs.specs.values()), RunSpec("?"))
     first = expected_path_len(spec)[0] if spec.method_name == "raptr" else spec.n_layer
     return [

@@ -119,6 +119,44 @@ def study_files(study: str, results_dir: Path, **read_csv: Any) -> dict[str, Any
     )
 
 
+def variant_lines(inputs: StudyFiles, ordered: Callable, label: Callable) -> list[str]:
+    """A variant study's variants in its order, each with ``label(spec)``: what it ran."""
+    return [f"  - `{v}`: {label(inputs.specs[v])}" for v in ordered(inputs.specs)]
+
+
+def pretraining_lines(inputs: StudyFiles, spec: RunSpec, shape: str, same: str) -> list[str]:
+    """A variant study's model (``shape``: the study's words for it), steps, tokens, FLOP
+    convention, and its seeds (``same``: what every variant shares under one seed)."""
+    pre = inputs.runs[inputs.runs["stage"] == "pretrain"]
+    tokens = sorted(pre.loc[pre["metric"] == "tokens", "value"].unique())
+    seeds = ", ".join(str(int(s)) for s in sorted(pre["seed"].unique()))
+    return [
+        f"- Model: `{spec.model.get('name')}` with {shape}; {spec.steps} steps; pre-training "
+        f"tokens per run: {', '.join(f'{t:,.0f}' for t in tokens)}; FLOP convention "
+        f"`{spec.convention}`.",
+        f"- Seeds: {seeds}, the same for every variant ({same}).",
+    ]
+
+
+def model_shape(spec: RunSpec) -> str:
+    """``4 layers, d=128, vocabulary 8192, context T=256``."""
+    model = spec.model
+    return (
+        f"{model.get('n_layer')} layers, d={model.get('d_model')}, vocabulary "
+        f"{model.get('vocab_size')}, context T={spec.seq_len}"
+    )
+
+
+def zeroshot_line(inputs: StudyFiles) -> str:
+    tasks = sorted(inputs.runs.loc[inputs.runs["stage"] == "eval_zeroshot", "task"].unique())
+    return "- Zero-shot tasks: " + (", ".join(tasks) or "none")
+
+
+def seeds_per_variant(inputs: StudyFiles) -> int:
+    """The fewest seeds any variant has (the n behind every interval)."""
+    return int(inputs.runs.groupby("variant")["seed"].nunique().min())
+
+
 def files_provenance(inputs: Any) -> list[str]:
     """The provenance line of a variant study: every number traced to files under results/."""
     sources = inputs.runs["source"].nunique()
