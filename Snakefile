@@ -1,9 +1,7 @@
 # Entry point of the study pipeline: includes the rule files and names the targets. No logic.
 #   snakemake --cores all reproduce_spdf [--config scale=smoke data_dir=../shared/data]
-#   snakemake --cores all reproduce_raptr [--config ...]
-#   snakemake --cores all reproduce_squarehead [--config ...]
-#   snakemake --cores all reproduce_mst [--config ...]
-#   snakemake --cores all reproduce_compare [--config ...]
+#   snakemake --cores all reproduce_<study>: raptr, squarehead, mst, compare, or any other
+#   study declared in pipelines/studies/
 
 
 configfile: "pipelines/config/default.yaml"
@@ -21,39 +19,17 @@ include: "pipelines/squarehead.smk"
 include: "pipelines/analysis.smk"
 
 
-rule reproduce_spdf:
-    """The SPDF study: every run of the grid, its tables, figures and report."""
-    default_target: True
-    input:
-        rules.report_spdf.output,
+# reproduce_<study> for every declared study (pipelines/studies/<study>.yaml); SPDF's is the
+# default target
+for _study, _declared in STUDIES.items():
 
-
-rule reproduce_raptr:
-    """The RaPTr study: every variant and seed, zero-shot scores, tables, figures and report."""
-    input:
-        rules.report_raptr.output,
-
-
-rule reproduce_squarehead:
-    """The SquareHead study: prune the dense fine-tuned model, fine-tune each loss with the
-    mask fixed, score, tables, figures and report."""
-    input:
-        rules.report_squarehead.output,
-
-
-rule reproduce_mst:
-    """The MST study: dense, static and RigL at MST's FLOPs, MST and its ablations, every seed,
-    zero-shot scores, tables, figures and report."""
-    input:
-        rules.report_mst.output,
-
-
-rule reproduce_compare:
-    """The comparison study: dense, static sparse, RaPTr, RigL and MST on the same data, tokens
-    per step, seeds and model, each at its own FLOP budget; one table, one loss-vs-FLOPs figure
-    and the report."""
-    input:
-        rules.report_compare.output,
+    rule:
+        f"""{_declared.title}: every run of the grid, its tables, figures and report."""
+        name:
+            f"reproduce_{_study}"
+        default_target: _study == "spdf"
+        input:
+            getattr(rules, f"report_{_study}").output,
 
 
 rule figures:

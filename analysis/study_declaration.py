@@ -8,7 +8,7 @@ built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -27,6 +27,7 @@ class StudyDeclaration:
     tables: dict[str, str]  # output stem -> caption
     figures: dict[str, str]
     grids: dict[str, dict]  # scale -> the study's runs at that scale
+    grid_requires: dict[str, list[str]] = field(default_factory=dict)  # keys, variants
 
 
 def declared_studies(directory: Path = STUDIES_DIR) -> list[str]:

@@ -48,7 +48,10 @@ from sparselm.data.tasks import load_task
 from sparselm.flops import ModelShape, train_flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
-STUDIES = ("spdf", "raptr", "squarehead", "mst", "compare")
+# every declared study (analysis.study_declaration.declared_studies; analysis/ is not installed)
+STUDIES = tuple(
+    sorted(p.stem for p in (REPO / "pipelines/studies").glob("*.yaml") if p.stem != "schema")
+)
 TRAINING = ("pretrain", "finetune", "sparse_finetune")
 PREFIX = "python -m sparselm.cli."
 

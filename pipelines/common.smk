@@ -18,9 +18,22 @@ sys.path.insert(0, str(CHECKOUT))  # analysis.study_declaration reads pipelines/
 from analysis.study_declaration import declared_studies, load_declaration
 
 
+def _study_schema(layout: str, needs: dict) -> dict:
+    """A declared study's config key: its grids, each its layout's grid plus what the
+    declaration requires of it (keys, variants)."""
+    grid = {"allOf": [{"$ref": f"#/$defs/{layout}_grid"},
+                      {"required": needs.get("keys", []),
+                       "properties": {"variants": {"required": needs.get("variants", [])}}}]}
+    return {"type": "object", "additionalProperties": False, "required": ["grids"],
+            "properties": {"grids": {"type": "object", "additionalProperties": grid}}}
+
+
 def _validate(cfg: dict) -> None:
     """Fail before any job runs, in one line that names the offending key."""
     schema = yaml.safe_load((CHECKOUT / "pipelines/config/schema.yaml").read_text())
+    for study, declared in STUDIES.items():
+        schema["properties"][study] = _study_schema(declared.layout, declared.grid_requires)
+        schema["required"].append(study)
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
