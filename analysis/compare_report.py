@@ -39,8 +39,8 @@ class Inputs(StudyFiles):
     labels: dict[str, tuple[str, str]]
 
 
-def load_inputs(results_dir: Path) -> Inputs:
-    files = study_files("compare", results_dir)
+def load_inputs(results_dir: Path, study: str) -> Inputs:
+    files = study_files(study, results_dir)
     return Inputs(
         **files,
         per_run=run_table(files["runs"], load_variant_curves(results_dir)),

@@ -48,7 +48,8 @@ def outputs_main(
     make: Callable[[Any, Path], dict[str, tuple[Any, pd.DataFrame]]],
     runs: Callable[[Path], Any] | None = None,
 ) -> int:
-    """The command line of a study's tables or figures module: ``--results`` (default
+    """The command line of a study's tables or figures module: ``--study`` (default: the
+    module's own; another declared study that reuses it), ``--results`` (default
     results/<study>) and ``--out`` (default <results>/<kind>). ``runs`` (default: the variant
     runs ``analysis.collect`` reads) is read once and handed to ``make(runs, results)``, which
     returns every output by its stem: a table's (numbers, Markdown view) or a figure's (figure,
@@ -58,20 +59,20 @@ def outputs_main(
     from analysis.study_declaration import load_declaration
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path(f"results/{study}"))
+    parser.add_argument("--study", default=study, help="a declared study whose analysis this is")
+    parser.add_argument("--results", type=Path, default=None, help="default: results/<study>")
     parser.add_argument("--out", type=Path, default=None, help=f"default: <results>/{kind}")
     args = parser.parse_args(argv)
-    found = runs(args.results) if runs else collect_variants(args.results, study)
+    study, results = args.study, args.results or Path(f"results/{args.study}")
+    found = runs(results) if runs else collect_variants(results, study)
     if len(found) == 0:
-        print(f"{study}_{kind}: no metrics.json found under {args.results}", file=sys.stderr)
+        print(f"{study}_{kind}: no metrics.json found under {results}", file=sys.stderr)
         return 1
-    made, declared = make(found, args.results), getattr(load_declaration(study), kind)
-    if set(made) != set(declared):
-        raise ValueError(
-            f"{study}_{kind} makes {sorted(made)}; its declaration: {sorted(declared)}"
-        )
+    made, declared = make(found, results), getattr(load_declaration(study), kind)
+    if set(made) != set(declared):  # a code error: the declaration names every output
+        raise ValueError(f"{study}_{kind} makes {sorted(made)}; declared: {sorted(declared)}")
     write = write_table if kind == "tables" else save_figure
     for stem, (first, second) in made.items():
-        for path in write(first, second, stem, args.out or args.results / kind):
+        for path in write(first, second, stem, args.out or results / kind):
             print(path)
     return 0

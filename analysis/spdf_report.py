@@ -32,12 +32,12 @@ class Inputs(StudyFiles):
     splits: dict[str, str]  # task -> the split its fine-tuning train set was cut from
 
 
-def load_inputs(results_dir: Path) -> Inputs:
+def load_inputs(results_dir: Path, study: str) -> Inputs:
     configs = sorted((results_dir / "pretrain").glob("*/config.yaml"))
     # every pre-training run shares the model; the first config names it for all
     config = (yaml.safe_load(configs[0].read_text()) if configs else None) or {}
     return Inputs(
-        **study_files("spdf", results_dir),
+        **study_files(study, results_dir),
         config=config,
         splits=train_splits(results_dir),
     )

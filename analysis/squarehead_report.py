@@ -33,9 +33,9 @@ class Inputs(StudyFiles):
     high_sparsity: float
 
 
-def load_inputs(results: Path, high_sparsity: float) -> Inputs:
+def load_inputs(results: Path, study: str, high_sparsity: float) -> Inputs:
     return Inputs(
-        **study_files("squarehead", results, dtype={"target": str}),
+        **study_files(study, results, dtype={"target": str}),
         high_sparsity=high_sparsity,
     )
 

@@ -28,6 +28,12 @@ class StudyDeclaration:
     figures: dict[str, str]
     grids: dict[str, dict]  # scale -> the study's runs at that scale
     grid_requires: dict[str, list[str]] = field(default_factory=dict)  # keys, variants
+    analysis: str | None = None  # another study whose analysis modules this one reuses
+
+    @property
+    def modules(self) -> str:
+        """The ``<modules>`` of ``analysis.<modules>_tables``, ``_figures`` and ``_report``."""
+        return self.analysis or self.study
 
 
 def declared_studies(directory: Path = STUDIES_DIR) -> list[str]:

@@ -1,10 +1,12 @@
 # Analysis, the same four rules for every study (pipelines/studies/<study>.yaml declares its
 # tables and figures): its runs -> one tidy table (collect_<study>) -> tables_<study> and
 # figures_<study> (analysis.<study>_tables / _figures) -> report_<study>
-# (analysis.<study>_report -> <reports>/<study>.md). SquareHead's collect rule is its own
+# (analysis.<study>_report -> <reports>/<study>.md). A study that reuses another's analysis
+# (its declaration's `analysis`) runs that study's modules with --study <study>. SquareHead's collect rule is its own
 # (squarehead.smk): it also gathers the teachers and the training curves.
 
 for _study, _declared in STUDIES.items():
+    _reused = f" --study {_study}" if _declared.modules != _study else ""  # another's modules
     if _declared.layout != "squarehead":
 
         rule:
@@ -38,7 +40,7 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/tables.log",
         params:
             results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-            module=f"analysis.{_study}_tables",
+            module=f"analysis.{_declared.modules}_tables{_reused}",
         conda:
             "../environment.yml"
         shell:
@@ -58,7 +60,7 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/figures.log",
         params:
             results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-            module=f"analysis.{_study}_figures",
+            module=f"analysis.{_declared.modules}_figures{_reused}",
         conda:
             "../environment.yml"
         shell:
@@ -78,7 +80,7 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/report.log",
         params:
             results=lambda wildcards, input: str(Path(input[0]).parents[1]),
-            module=f"analysis.{_study}_report",
+            module=f"analysis.{_declared.modules}_report{_reused}",
             options=f"--scale {SCALE} {report_options(_study)}".strip(),
         conda:
             "../environment.yml"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = load_declaration("spdf").grids["smoke"]
 
 
-def snakemake(*args: str, data_dir: Path, env_extra: dict | None = None):
+def snakemake(*args: str, data_dir: Path, env_extra: dict | None = None, cwd: Path = ROOT):
     env = (
         os.environ
         | {
@@ -31,7 +31,7 @@ def snakemake(*args: str, data_dir: Path, env_extra: dict | None = None):
         | (env_extra or {})
     )
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--nolock", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
 
 
 def run_smoke_study(target: str, data_dir: Path, out: Path) -> Path:

@@ -9,8 +9,11 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from test_pipeline import ROOT, snakemake
@@ -19,6 +22,8 @@ from analysis.report_engine import ReportInputError
 from analysis.study_declaration import declared_studies, load_declaration
 
 RECORDS = ROOT / "tests" / "fixtures" / "dag"
+RECORDED = ROOT / "tests" / "fixtures" / "study_tables" / "results"  # smoke jobs' files
+TRIO = ("dense", "static", "rigl")
 TARGETS = [f"reproduce_{study}" for study in declared_studies()]
 
 
@@ -128,3 +133,67 @@ def test_a_configfile_overrides_one_scale_of_a_declared_grid(data_dir, tmp_path)
     pretrain = re.search(r"^pretrain\s+(\d+)$", proc.stdout, re.MULTILINE)
     assert pretrain is not None and int(pretrain.group(1)) == 2 * len(variants)
     assert "seed1" in proc.stdout  # the second seed's runs, with the grid's other keys kept
+
+
+def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir, tmp_path):
+    """``trio`` (dense, static sparse and RigL) is one declaration file that reuses the
+    comparison study's analysis: the pipeline schedules its runs and analysis, and its report
+    is made from its runs (the comparison study's recorded smoke jobs of those variants)."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("Snakefile", "environment.yml", "pipelines", "analysis", "src", "conf"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__py*"))
+        else:
+            shutil.copy(ROOT / name, checkout / name)
+    compare = load_declaration("compare")
+    smoke = compare.grids["smoke"]
+    trio = {
+        "title": "Trio: dense, static sparse and RigL",
+        "spec": "pipelines/studies/trio.yaml",
+        "label": "Trio",
+        "layout": "variant",
+        "analysis": "compare",
+        "tables": compare.tables,
+        "figures": compare.figures,
+        "grid_requires": {"variants": ["dense"]},
+        "grids": {
+            "smoke": smoke | {"variants": {v: smoke["variants"][v] for v in TRIO}},
+        },
+    }
+    (checkout / "pipelines" / "studies" / "trio.yaml").write_text(yaml.safe_dump(trio))
+    results = tmp_path / "results"
+    proc = snakemake(
+        "reproduce_trio", "-n", "-p", "--config", "scale=smoke", f"data_dir={data_dir}",
+        f"results_dir={results}", data_dir=data_dir, cwd=checkout,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    for kind in ("tables", "figures", "report"):
+        assert (
+            f"python -m analysis.compare_{kind} --study trio --results {results}/trio"
+            in proc.stdout
+        )
+    for variant in TRIO:
+        assert f"logger.name=pretrain-{variant}-seed0 " in proc.stdout, variant
+
+    study = results / "trio"
+    for variant in TRIO:
+        run = f"{variant}_seed0"
+        shutil.copytree(RECORDED / "compare" / "pretrain" / run, study / "pretrain" / run)
+    out = tmp_path / "reports" / "trio.md"
+    for args in (
+        ["analysis.collect", "--layout", "variant", "--study", "trio"],
+        ["analysis.compare_tables", "--study", "trio"],
+        ["analysis.compare_figures", "--study", "trio"],
+        ["analysis.compare_report", "--study", "trio", "--out", str(out)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", *args, "--results", str(study)],
+            cwd=checkout, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(study / "tables" / "compare_table_main.csv")
+    assert list(table["variant"]) == list(TRIO)
+    text = out.read_text()
+    assert text.startswith("# Trio: dense, static sparse and RigL — reproduction report")
+    assert "`python -m analysis.compare_report --study trio` from files under results/trio" in text
