@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.squarehead_report import teacher_check, teacher_precondition
+from analysis.squarehead_claims import teacher_check, teacher_precondition
 
 
 def _runs(teacher: float, ce: list[float]) -> pd.DataFrame:
