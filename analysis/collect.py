@@ -11,6 +11,7 @@ are labelled by their folder, the variant's name in the study's grid.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -126,16 +127,22 @@ def run_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str, Any
     return {"sparsity": level, "fraction": math.nan, "seed": seed, "task": None}
 
 
-def _read(path: Path) -> dict[str, Any]:
-    """A run's metrics.json or config.yaml; one error naming the file when it is missing."""
-    if not path.is_file():
-        raise RunFilesError(f"{path} is missing: its run folder holds no complete job")
+def read_run_file(path: Path) -> dict[str, Any]:
+    """A job's metrics.json or config.yaml as a dict (an empty file reads as {})."""
     return (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text()) or {}
 
 
-def file_records(study_dir: Path) -> Callable[[str], RunRecord]:
-    """``record_of`` over a study's folders: a run's config.yaml and metrics.json."""
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunFilesError(f"{path} is missing: its run folder holds no complete job")
+    return read_run_file(path)
 
+
+def file_records(study_dir: Path) -> Callable[[str], RunRecord]:
+    """``record_of`` over a study's folders: a run's config.yaml and metrics.json, each read
+    once (every fine-tuning run and evaluation leads back to the same pre-training runs)."""
+
+    @functools.cache
     def record_of(key: str) -> RunRecord:
         config, metrics = study_dir / key / "config.yaml", study_dir / key / "metrics.json"
         return RunRecord(_read(config), _read(metrics), str(config), str(metrics))
@@ -177,8 +184,9 @@ def collect(results_dir: Path, study: str = "spdf") -> pd.DataFrame:
     for stage, (has_task, _) in STAGES.items():
         pattern = "*/*/metrics.json" if has_task else "*/metrics.json"
         for path in sorted((results_dir / stage).glob(pattern)):
-            values = run_values(run_key(path.parent), record_of)
-            data = json.loads(path.read_text())
+            key = run_key(path.parent)
+            values = run_values(key, record_of)
+            data = record_of(key).metrics
             rows.extend(metric_rows(stage, values.pop("task"), values, data, str(path)))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"sparsity": float, "fraction": float, "seed": int, "value": float})

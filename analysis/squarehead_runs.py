@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.collect import read_run_file
+
 FACTS = ("pruner", "target", "loss", "seed")
 LOSS_ORDER = ("ce", "ce_kl", "ce_squarehead", "ce_kl_squarehead")
 LOSS_LABELS = {
@@ -56,7 +58,7 @@ def run_facts(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text()) or {}
+        return read_run_file(path)
     except (OSError, json.JSONDecodeError, yaml.YAMLError) as e:
         raise StudyInputError(f"{path}: unreadable ({e})") from None
 

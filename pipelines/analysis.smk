@@ -2,8 +2,8 @@
 # tables and figures): its runs -> one tidy table (collect_<study>) -> tables_<study> and
 # figures_<study> (analysis.<study>_tables / _figures) -> report_<study>
 # (analysis.<study>_report -> <reports>/<study>.md). A study that reuses another's analysis
-# (its declaration's `analysis`) runs that study's modules with --study <study>. SquareHead's collect rule is its own
-# (squarehead.smk): it also gathers the teachers and the training curves.
+# (its declaration's `analysis`) runs that study's modules with --study <study>. SquareHead's
+# collect rule is its own (squarehead.smk): it also gathers the teachers and the curves.
 
 for _study, _declared in STUDIES.items():
     _reused = f" --study {_study}" if _declared.modules != _study else ""  # another's modules
