@@ -136,6 +136,8 @@ def test_variant_folders_never_clash_with_spdf_folders() -> None:
         "seed": 12,
     }
     assert collect_mod.parse_variant_dir("s0.75_seed0") is None
+    # SPDF runs are labelled from their files, not parsed; their folders are still no variant's
+    assert collect_mod.parse_variant_dir("s0.75_f0.1_seed0") is None
 
 
 def test_collect_variants(results: Path) -> None:
