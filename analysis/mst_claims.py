@@ -1,8 +1,7 @@
-"""MST's claims and acceptance checks (mst.md §6) on our tables, each with verdict and evidence.
-
-Inputs are the tables' CSVs and the per-run rows of ``tables/runs.csv`` (built from results/
-files only). Verdicts follow ``analysis.verdicts``: a 95 % interval over seeds of a difference
-paired by seed, against the spec's tolerance.
+"""MST's claims and acceptance checks (mst.md §6), read with the one verdict rule
+(analysis/verdicts.py) from the main table and ``tables/runs.csv``: its FLOP reduction, its
+val loss and zero-shot accuracy against dense, MST against the other sparse methods at equal
+FLOPs, and each of its components.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""The RaPTr paper's claims (raptr.md §6) as checks on our tables, each with verdict and evidence.
-
-Inputs are the tables' CSVs and the per-run rows of ``tables/runs.csv`` (built from results/
-files only). Verdicts follow ``analysis.verdicts``: a 95 % interval over seeds of a difference
-paired by seed, against the claim's tolerance.
+"""The RaPTr paper's claims (raptr.md §6), read with the one verdict rule
+(analysis/verdicts.py) from the main and transitions tables and ``tables/runs.csv``: RaPTr
+against the baseline at fewer FLOPs, at its stage boundaries, against stacking and PLD, and
+against its ablations.
 """
 
 from __future__ import annotations
