@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ from matplotlib.figure import Figure
 
 from analysis.collect import load_variant_curves
 from analysis.compare_tables import DENSE, equal_flops_budget, ordered_variants, run_metrics
-from analysis.outputs import outputs_main
 from analysis.stats import mean_ci
 
 COLUMNS = [
@@ -69,11 +66,3 @@ def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     budget = equal_flops_budget(run_metrics(frame))
     data = loss_curve_data(load_variant_curves(results_dir), budget)
     return {"compare_fig_loss_vs_flops": (plot_loss_vs_flops(data), data)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "compare", "figures", make_figures)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

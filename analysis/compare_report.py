@@ -1,15 +1,11 @@
-"""Write ``reports/compare.md`` from the comparison table and figure under results/ (nothing else).
+"""The comparison report's own parts (``python -m analysis.build report --study compare``).
 
-Run ``analysis.collect --layout variant --study compare`` (-> tables/runs.csv),
-``analysis.compare_tables`` and ``analysis.compare_figures`` first; this module reads their
-outputs and the pre-training ``config.yaml`` / ``train_log.jsonl`` files (what each variant
-ran, each seed's readings for the claims). No dates: the same results give the same file.
+It reads the study's tables and figure and the pre-training ``config.yaml`` /
+``train_log.jsonl`` files (what each variant ran, each seed's readings for the claims).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +20,6 @@ from analysis.report_engine import (
     pretraining_lines,
     seeds_per_variant,
     study_files,
-    study_main,
     zeroshot_line,
 )
 from analysis.run_specs import RunSpec
@@ -124,11 +119,3 @@ def caveats(inputs: Inputs) -> list[str]:
 
 def report_claims(inputs: Inputs) -> list[Claim]:
     return evaluate_claims(inputs.per_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

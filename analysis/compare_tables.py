@@ -10,8 +10,7 @@ and Markdown ("mean ± 95 % CI" over seeds).
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import pandas as pd
 
 from analysis import mst_runs, raptr_runs
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
@@ -244,11 +242,3 @@ def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
     curves = load_variant_curves(results_dir)
     main = main_table(frame, curves, schedule_labels(results_dir))
     return {"compare_table_main": (main, main_markdown(main))}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "compare", "tables", make_tables)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ from matplotlib.figure import Figure
 
 from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
 from analysis.mst_tables import main_table
-from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, load_specs
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
@@ -174,11 +171,3 @@ def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "mst_fig_drop_grow": (drop_grow_data(logs), plot_drop_grow),
     }
     return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "mst", "figures", make_figures)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

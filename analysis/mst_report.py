@@ -1,16 +1,12 @@
-"""Write ``reports/mst.md`` from the MST tables and figures under results/ (nothing else).
+"""The MST report's own parts (``python -m analysis.build report --study mst``).
 
-Run ``analysis.collect --layout variant`` (-> tables/runs.csv), ``analysis.mst_tables`` and
-``analysis.mst_figures`` first; this module reads their outputs and the pre-training
-``config.yaml`` / ``train_log.jsonl`` files (for what each variant ran). No dates: the same
-results give the same file.
+It reads the study's tables and figures and the pre-training ``config.yaml`` /
+``train_log.jsonl`` files (for what each variant ran).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
 
 import pandas as pd
 
@@ -27,7 +23,6 @@ from analysis.report_engine import (
     model_shape,
     pretraining_lines,
     seeds_per_variant,
-    study_main,
     variant_lines,
     zeroshot_line,
 )
@@ -113,11 +108,3 @@ def caveats(inputs: StudyFiles) -> list[str]:
 
 def report_claims(inputs: StudyFiles) -> list[Claim]:
     return evaluate_claims(inputs.tables[MAIN], inputs.runs, _convention(inputs))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,14 +8,11 @@ and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
-from analysis.outputs import outputs_main
 from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
@@ -119,11 +116,3 @@ def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "mst_table_zeroshot": (zero, zeroshot_markdown(zero)),
         "mst_table_budget": (spend, budget_markdown(spend)),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "mst", "tables", make_tables)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
@@ -242,11 +239,3 @@ def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "raptr_fig_schedule": (schedule_data(curves, specs), lambda d: plot_schedule(d, n_layer)),
     }
     return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "raptr", "figures", make_figures)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,15 +1,10 @@
-"""Write ``reports/raptr.md`` from the RaPTr tables and figures under results/ (nothing else).
+"""The RaPTr report's own parts (``python -m analysis.build report --study raptr``).
 
-Run ``analysis.collect --layout variant`` (-> tables/runs.csv), ``analysis.raptr_tables`` and
-``analysis.raptr_figures`` first; this module reads their outputs and the pre-training
-``config.yaml`` files (for each variant's schedule). The report carries no dates, so
-regenerating it from the same results gives the same file.
+It reads the study's tables and figures and the pre-training ``config.yaml`` files (for each
+variant's schedule).
 """
 
 from __future__ import annotations
-
-import sys
-from collections.abc import Sequence
 
 from analysis.raptr_claims import LOSS_TOLERANCE, SPIKE_THRESHOLD, evaluate_claims
 from analysis.raptr_runs import RAPTR, expected_path_len, ordered_variants, schedule_label
@@ -17,7 +12,6 @@ from analysis.report_engine import (
     StudyFiles,
     pretraining_lines,
     seeds_per_variant,
-    study_main,
     variant_lines,
     zeroshot_line,
 )
@@ -68,11 +62,3 @@ def caveats(inputs: StudyFiles) -> list[str]:
 
 def report_claims(inputs: StudyFiles) -> list[Claim]:
     return evaluate_claims(inputs.tables[MAIN], inputs.tables[TRANSITIONS], inputs.runs)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

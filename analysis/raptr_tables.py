@@ -8,15 +8,12 @@ and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.collect import load_variant_curves
-from analysis.outputs import outputs_main
 from analysis.raptr_runs import (
     BASELINE,
     block_flop_ratio,
@@ -200,11 +197,3 @@ def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "raptr_table_zeroshot": (zs, zeroshot_markdown(zs)),
         "raptr_table_transitions": (trans, transitions_markdown(trans)),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "raptr", "tables", make_tables)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

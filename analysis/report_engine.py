@@ -2,22 +2,21 @@
 verdict rule, tables and figures, saved generations, the command line and atomic publishing.
 
 A study's report module (``analysis.<study>_report``) supplies only what is its own, as
-functions ``study_main`` looks up by name: ``report_claims(inputs)``, ``what_was_run(inputs)``
+functions ``build_report`` looks up by name: ``report_claims(inputs)``, ``what_was_run(inputs)``
 and ``caveats(inputs)``, and where it has them ``load_inputs(results_dir, study)`` (default: the
 study's ``StudyFiles``), ``summary(claims, inputs)``, ``provenance(inputs)`` (default:
 ``files_provenance``) and ``add_args(parser)`` (extra options, passed on to ``load_inputs`` by
-name). ``--study`` runs a module for another declared study that reuses it (the declaration's
-``analysis`` key). The declaration gives the title and the claims' source; ``render_report``
-lays every report out the same way.
+name). ``python -m analysis.build report --study <study>`` runs it; a study that reuses another's
+analysis (its declaration's ``analysis`` key) runs that study's module. The declaration gives
+the title and the claims' source; ``render_report`` lays every report out the same way.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +27,7 @@ import pandas as pd
 from analysis.generations import generations_section
 from analysis.provenance import with_stamp
 from analysis.run_specs import RunSpec, load_specs
-from analysis.study_declaration import load_declaration
+from analysis.study_declaration import StudyDeclaration, load_declaration
 from analysis.verdicts import RULES_MD, Claim
 
 
@@ -44,14 +43,12 @@ class Report:
     caveats: list[str]
     provenance: list[str]
     summary: list[str] | None = None  # headline lines; None: no summary section
-    module: str | None = None  # the analysis modules it reuses (another study's); None: its own
 
 
 def render_report(report: Report, inputs: Any, out: Path) -> str:
     """Title, generated-by line, summary, what was run, claims, tables, figures, saved
     generations, caveats, provenance."""
-    command = f"python -m analysis.{report.module or report.study}_report"
-    command += f" --study {report.study}" if report.module not in (None, report.study) else ""
+    command = f"python -m analysis.build report --study {report.study}"
     lines = [
         f"# {report.title} — reproduction report",
         "",
@@ -228,28 +225,20 @@ def copy_figures(figures: dict[str, Path], out: Path) -> dict[str, Path]:
     return copies
 
 
-def study_main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """The command line of ``analysis.<study>_report``: ``--study`` (default: the module's
-    own), ``--results``, ``--out``, ``--scale`` (+ the module's ``add_args``); the report built
-    from the module's functions. A missing input is one line on stderr and exit code 1."""
-    name = module.__spec__.name if module.__spec__ else module.__name__  # not __main__ under -m
-    own = name.rsplit(".", 1)[-1].removesuffix("_report")
-    parser = argparse.ArgumentParser(description=(module.__doc__ or own).splitlines()[0])
-    parser.add_argument("--study", default=own, help="a declared study whose analysis this is")
-    parser.add_argument("--results", type=Path, default=None, help="default: results/<study>")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="default: results/reports/<study>.md"
-    )
-    parser.add_argument("--scale", default=None, help="the scale the results were made at")
-    if hasattr(module, "add_args"):
-        module.add_args(parser)
-    args = parser.parse_args(argv)
-    study, declared = args.study, load_declaration(args.study)
-    results = args.results or Path(f"results/{study}")
-    extra = {k: v for k, v in vars(args).items() if k not in ("study", "results", "out", "scale")}
+def build_report(
+    module: ModuleType,
+    declared: StudyDeclaration,
+    results: Path,
+    out: Path,
+    scale: str | None,
+    options: dict[str, Any],
+) -> int:
+    """Write ``declared``'s report from ``module``'s functions (``options``: its ``add_args``
+    values, passed on to its ``load_inputs``). A missing input is one line on stderr, exit 1."""
+    study = declared.study
     try:
         if hasattr(module, "load_inputs"):
-            inputs = module.load_inputs(results, study, **extra)
+            inputs = module.load_inputs(results, study, **options)
         else:  # the study's files are all its report reads
             inputs = StudyFiles(**study_files(study, results))
     except ReportInputError as err:
@@ -268,9 +257,8 @@ def study_main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
             claims=claims,
             caveats=module.caveats(inputs),
             provenance=getattr(module, "provenance", files_provenance)(inputs),
-            module=own,
         )
-        return with_stamp(render_report(report, inputs, out), args.scale)
+        return with_stamp(render_report(report, inputs, out), scale)
 
-    publish(inputs, args.out or Path(f"results/reports/{study}.md"), render)
+    publish(inputs, out, render)
     return 0

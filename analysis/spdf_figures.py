@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.collect import collect, load_pretrain_curves
-from analysis.outputs import outputs_main
+from analysis.collect import load_pretrain_curves
 from analysis.spdf_tables import (
     FULL,
     main_table,
@@ -197,11 +194,3 @@ def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "spdf_fig_drop_heatmap": (drop_heatmap_data(frame), plot_drop_heatmap),
     }
     return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "spdf", "figures", make_figures, collect)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

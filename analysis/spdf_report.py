@@ -1,15 +1,11 @@
-"""Write ``reports/spdf.md`` from the SPDF tables and figures under results/ (nothing else).
+"""The SPDF report's own parts (``python -m analysis.build report --study spdf``).
 
-Run ``analysis.collect`` (-> tables/runs.csv), ``analysis.spdf_tables`` and
-``analysis.spdf_figures`` first; this module only reads their outputs and one pre-training
-``config.yaml`` (for the model's name).
-The report carries no dates, so regenerating it from the same results gives the same file.
+It reads only the study's tables and figures and one pre-training ``config.yaml`` (for the
+model's name).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +15,6 @@ import yaml
 from analysis.report_engine import (
     StudyFiles,
     study_files,
-    study_main,
 )
 from analysis.spdf_claims import Scale, evaluate_claims
 from analysis.spdf_tables import FULL, ordered_tasks, sparsity_label, task_name
@@ -158,11 +153,3 @@ def report_claims(inputs: Inputs) -> list[Claim]:
         train_sizes(inputs.runs),
         scale_of(inputs.config),
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,14 +6,11 @@ and as Markdown (rounded, "mean ± 95 % CI" over seeds, for the report).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import collect
-from analysis.outputs import outputs_main
 from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
@@ -195,11 +192,3 @@ def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
         "spdf_table_zeroshot": (zs, zeroshot_markdown(zs)),
         "spdf_table_rel_drop": (drop, rel_drop_markdown(drop)),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "spdf", "tables", make_tables, collect)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

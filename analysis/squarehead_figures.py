@@ -1,24 +1,17 @@
-"""SquareHead figures (squarehead.md §5): score vs sparsity, loss curves, layer-wise error.
-
-python -m analysis.squarehead_figures --results results/squarehead
-"""
+"""SquareHead figures (squarehead.md §5): score vs sparsity, loss curves, layer-wise error."""
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.outputs import outputs_main
 from analysis.squarehead_runs import (
     LOSS_LABELS,
     LOSS_ORDER,
     PRUNER_LABELS,
-    squarehead_runs_csv,
 )
 from analysis.stats import summarize
 
@@ -138,11 +131,3 @@ def make_figures(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
         "sqhead_fig_loss_curves": loss_curves(runs, curves),
         "sqhead_fig_layerwise_error": layerwise_error(runs),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "squarehead", "figures", make_figures, squarehead_runs_csv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

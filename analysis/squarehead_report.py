@@ -1,22 +1,16 @@
-"""Write ``reports/squarehead.md`` from the SquareHead tables and figures (nothing else).
-
-    python -m analysis.squarehead_report --results results/squarehead --out reports/squarehead.md
-
-The claims and their verdicts are in ``analysis.squarehead_claims``.
+"""The SquareHead report's own parts (``python -m analysis.build report --study squarehead``),
+from the study's tables and figures only. Its claims are in ``analysis.squarehead_claims``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.report_engine import (
     StudyFiles,
     study_files,
-    study_main,
 )
 from analysis.squarehead_claims import evaluate_claims, teacher_check
 from analysis.squarehead_runs import PRUNER_LABELS
@@ -84,11 +78,3 @@ def provenance(inputs: Inputs) -> list[str]:
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--high-sparsity", type=float, default=0.7)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return study_main(sys.modules[__name__], argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

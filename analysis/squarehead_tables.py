@@ -1,24 +1,18 @@
 """SquareHead tables from ``tables/runs.csv``: scores per pruner x sparsity x loss, and the
 held-out loss gap to the dense teacher right after pruning and after fine-tuning.
-
-    python -m analysis.squarehead_tables --results results/squarehead
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.outputs import outputs_main
 from analysis.squarehead_runs import (
     LOSS_LABELS,
     LOSS_ORDER,
     PRUNER_LABELS,
-    squarehead_runs_csv,
 )
 from analysis.stats import format_mean_ci, summarize
 
@@ -110,11 +104,3 @@ def make_tables(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
         "sqhead_table_main": (main, _shown(main, SCORES)),
         "sqhead_table_gap": (gap, _shown(gap, GAPS, digits=3)),
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return outputs_main(argv, __doc__, "squarehead", "tables", make_tables, squarehead_runs_csv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,10 @@
 # Analysis, the same four rules for every study (pipelines/studies/<study>.yaml declares its
 # tables and figures): its runs -> one tidy table (collect_<study>) -> tables_<study> and
-# figures_<study> (analysis.<study>_tables / _figures) -> report_<study>
-# (analysis.<study>_report -> <reports>/<study>.md). A study that reuses another's analysis
-# (its declaration's `analysis`) runs that study's modules with --study <study>. SquareHead's
-# collect rule is its own (squarehead.smk): it also gathers the teachers and the curves.
+# figures_<study> -> report_<study> (<reports>/<study>.md), each one `analysis.build` command
+# that runs the analysis modules the declaration names. SquareHead's collect rule is its own
+# (squarehead.smk): it also gathers the teachers and the curves.
 
 for _study, _declared in STUDIES.items():
-    _reused = f" --study {_study}" if _declared.modules != _study else ""  # another's modules
     if _declared.layout != "squarehead":
 
         rule:
@@ -40,11 +38,12 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/tables.log",
         params:
             results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-            module=f"analysis.{_declared.modules}_tables{_reused}",
+            study=_study,
         conda:
             "../environment.yml"
         shell:
-            "python -m {params.module} --results {params.results} > {log} 2>&1"
+            "python -m analysis.build tables --study {params.study} --results {params.results}"
+            " > {log} 2>&1"
 
     rule:
         name:
@@ -60,11 +59,12 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/figures.log",
         params:
             results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-            module=f"analysis.{_declared.modules}_figures{_reused}",
+            study=_study,
         conda:
             "../environment.yml"
         shell:
-            "python -m {params.module} --results {params.results} > {log} 2>&1"
+            "python -m analysis.build figures --study {params.study} --results {params.results}"
+            " > {log} 2>&1"
 
     rule:
         name:
@@ -80,10 +80,10 @@ for _study, _declared in STUDIES.items():
             f"{RESULTS}/{_study}/logs/report.log",
         params:
             results=lambda wildcards, input: str(Path(input[0]).parents[1]),
-            module=f"analysis.{_declared.modules}_report{_reused}",
+            study=_study,
             options=f"--scale {SCALE} {report_options(_study)}".strip(),
         conda:
             "../environment.yml"
         shell:
-            "python -m {params.module} --results {params.results} --out {output.md}"
-            " {params.options} > {log} 2>&1"
+            "python -m analysis.build report --study {params.study} --results {params.results}"
+            " --out {output.md} {params.options} > {log} 2>&1"

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from scipy import stats
 
+from analysis import build, spdf_tables, wandb_compare
 from analysis import collect as collect_mod
-from analysis import spdf_figures, spdf_report, spdf_tables, wandb_compare
 from analysis.stats import format_mean_ci, mean_ci
 from analysis.study_declaration import load_declaration
 
@@ -172,10 +172,12 @@ def built(tmp_path_factory) -> Path:
     records = [{"input": f"x{i}", "output": "y", "references": ["y"]} for i in range(3)]
     (saved / "sparselm_e2e_nlg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert collect_mod.main(["--results", str(results)]) == 0
-    assert spdf_tables.main(["--results", str(results)]) == 0
-    assert spdf_figures.main(["--results", str(results)]) == 0
+    assert build.main(["tables", "--study", "spdf", "--results", str(results)]) == 0
+    assert build.main(["figures", "--study", "spdf", "--results", str(results)]) == 0
     out = root / "reports" / "spdf.md"
-    assert spdf_report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert (
+        build.main(["report", "--study", "spdf", "--results", str(results), "--out", str(out)]) == 0
+    )
     return results
 
 
@@ -353,7 +355,20 @@ def test_report_links_saved_generations(built: Path) -> None:
 
 
 def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
-    assert spdf_report.main(["--results", str(results), "--out", str(tmp_path / "r.md")]) == 1
+    assert (
+        build.main(
+            [
+                "report",
+                "--study",
+                "spdf",
+                "--results",
+                str(results),
+                "--out",
+                str(tmp_path / "r.md"),
+            ]
+        )
+        == 1
+    )
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from analysis import build, raptr_claims, raptr_runs, raptr_tables
 from analysis import collect as collect_mod
-from analysis import raptr_claims, raptr_figures, raptr_report, raptr_runs, raptr_tables
 from analysis.run_specs import load_specs
 from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, UNTESTABLE
@@ -229,15 +229,18 @@ def test_loss_claim_verdicts(results: Path) -> None:
 
 def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
     assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
-    assert raptr_tables.main(["--results", str(results)]) == 0
-    assert raptr_figures.main(["--results", str(results)]) == 0
+    assert build.main(["tables", "--study", "raptr", "--results", str(results)]) == 0
+    assert build.main(["figures", "--study", "raptr", "--results", str(results)]) == 0
     for stem in load_declaration("raptr").figures:
         for ext in ("png", "pdf", "csv"):
             assert (results / "figures" / f"{stem}.{ext}").stat().st_size > 0
     schedule = pd.read_csv(results / "figures" / "raptr_fig_schedule.csv")
     assert set(schedule["source"]) == {"schedule", "logged"}
     out = tmp_path / "reports" / "raptr.md"
-    assert raptr_report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert (
+        build.main(["report", "--study", "raptr", "--results", str(results), "--out", str(out)])
+        == 0
+    )
     text = out.read_text()
     assert "RaPTr matched baseline loss (within 0.01 nats) at 20% fewer FLOPs: HELD" in text
     assert (
@@ -246,12 +249,28 @@ def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
     )
     assert (tmp_path / "reports" / "raptr_figures" / "raptr_fig_schedule.png").is_file()
     assert "](raptr_figures/raptr_fig_ablation.png)" in text
-    assert raptr_report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert (
+        build.main(["report", "--study", "raptr", "--results", str(results), "--out", str(out)])
+        == 0
+    )
     assert out.read_text() == text  # no dates: the same results give the same report
 
 
 def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, capsys) -> None:
-    assert raptr_report.main(["--results", str(results), "--out", str(tmp_path / "r.md")]) == 1
+    assert (
+        build.main(
+            [
+                "report",
+                "--study",
+                "raptr",
+                "--results",
+                str(results),
+                "--out",
+                str(tmp_path / "r.md"),
+            ]
+        )
+        == 1
+    )
     assert "raptr_report:" in capsys.readouterr().err
 
 

@@ -61,21 +61,25 @@ def test_a_report_has_a_section_per_declared_table_and_figure_in_declared_order(
         study_files("compare", results)
 
 
-def test_a_writer_makes_exactly_the_declared_outputs(tmp_path):
+def test_a_writer_makes_exactly_the_declared_outputs(tmp_path, monkeypatch):
     import pandas as pd
 
-    from analysis.outputs import outputs_main
+    from analysis import build, compare_tables
 
     table = pd.DataFrame({"x": [1.0]})
     declared = {stem: (table, table) for stem in load_declaration("compare").tables}
-    argv = ["--results", str(tmp_path), "--out", str(tmp_path / "out")]
-    assert outputs_main(argv, "doc", "compare", "tables", lambda *_: declared, lambda _: [1]) == 0
+    monkeypatch.setattr(build, "read_runs", lambda *_: [1])
+    monkeypatch.setattr(compare_tables, "make_tables", lambda *_: declared)
+    argv = ["tables", "--study", "compare", "--results", str(tmp_path)]
+    assert build.main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"{stem}.{ext}" for stem in declared for ext in ("csv", "md")
     )
     renamed = {"compare_table_typo": next(iter(declared.values()))}
+    monkeypatch.setattr(compare_tables, "make_tables", lambda *_: renamed)
     with pytest.raises(ValueError, match="compare_table_typo"):
-        outputs_main(argv, "doc", "compare", "tables", lambda *_: renamed, lambda _: [1])
+        build.main([*argv, "--out", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()  # nothing written for a run it refuses
 
 
 def test_a_bad_declaration_fails_in_one_line_naming_file_and_key(tmp_path):
@@ -170,8 +174,7 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     for kind in ("tables", "figures", "report"):
         assert (
-            f"python -m analysis.compare_{kind} --study trio --results {results}/trio"
-            in proc.stdout
+            f"python -m analysis.build {kind} --study trio --results {results}/trio" in proc.stdout
         )
     for variant in TRIO:
         assert f"logger.name=pretrain-{variant}-seed0 " in proc.stdout, variant
@@ -183,9 +186,9 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
     out = tmp_path / "reports" / "trio.md"
     for args in (
         ["analysis.collect", "--layout", "variant", "--study", "trio"],
-        ["analysis.compare_tables", "--study", "trio"],
-        ["analysis.compare_figures", "--study", "trio"],
-        ["analysis.compare_report", "--study", "trio", "--out", str(out)],
+        ["analysis.build", "tables", "--study", "trio"],
+        ["analysis.build", "figures", "--study", "trio"],
+        ["analysis.build", "report", "--study", "trio", "--out", str(out)],
     ):
         done = subprocess.run(
             [sys.executable, "-m", *args, "--results", str(study)],
@@ -196,4 +199,4 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
     assert list(table["variant"]) == list(TRIO)
     text = out.read_text()
     assert text.startswith("# Trio: dense, static sparse and RigL — reproduction report")
-    assert "`python -m analysis.compare_report --study trio` from files under results/trio" in text
+    assert "`python -m analysis.build report --study trio` from files under results/trio" in text

@@ -1,0 +1,90 @@
+"""Build a declared study's tables, figures or report from its results folder:
+
+    python -m analysis.build tables --study raptr   # results/raptr/tables/<stem>.csv + .md
+    python -m analysis.build figures --study raptr  # results/raptr/figures/<stem>.png/.pdf/.csv
+    python -m analysis.build report --study raptr   # results/reports/raptr.md
+
+The study's declaration (``pipelines/studies/<study>.yaml``) names the analysis modules that
+make its outputs (``analysis.<modules>_tables``, ``_figures``, ``_report``: its own, or another
+study's it reuses) and the outputs' stems. A missing input is one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.study_declaration import StudyDeclaration, declared_studies, load_declaration
+
+KINDS = ("tables", "figures", "report")
+
+
+def read_runs(declared: StudyDeclaration, results: Path) -> pd.DataFrame:
+    """The runs a study's tables and figures are made from, as its layout collects them."""
+    from analysis import collect, squarehead_runs  # pandas-heavy readers, only when building
+
+    if declared.layout == "sparsity":
+        return collect.collect(results, declared.study)
+    if declared.layout == "squarehead":
+        return squarehead_runs.squarehead_runs_csv(results)
+    return collect.collect_variants(results, declared.study)
+
+
+def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Path) -> int:
+    """Write every table or figure ``analysis.<modules>_<kind>.make_<kind>`` returns, by stem;
+    the stems must be the ones the declaration names (the names its rules and report use)."""
+    from analysis.outputs import save_figure, write_table
+
+    study = declared.study
+    runs = read_runs(declared, results)
+    if len(runs) == 0:
+        print(f"{study}_{kind}: no metrics.json found under {results}", file=sys.stderr)
+        return 1
+    module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
+    made, names = getattr(module, f"make_{kind}")(runs, results), getattr(declared, kind)
+    if set(made) != set(names):  # a code error: the declaration names every output
+        raise ValueError(f"{study}_{kind} makes {sorted(made)}; declared: {sorted(names)}")
+    write = write_table if kind == "tables" else save_figure
+    for stem, (first, second) in made.items():
+        for path in write(first, second, stem, out):
+            print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--study", required=True, choices=declared_studies())
+    parser.add_argument("--results", type=Path, default=None, help="default: results/<study>")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: <results>/<kind>; a report: results/reports/<study>.md",
+    )
+    parser.add_argument("--scale", default=None, help="a report: the scale of its results")
+    args, rest = parser.parse_known_args(argv)
+    declared = load_declaration(args.study)
+    results = args.results or Path(f"results/{args.study}")
+    if args.kind != "report":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return build_outputs(declared, args.kind, results, args.out or results / args.kind)
+    from analysis.report_engine import build_report
+
+    module = importlib.import_module(f"analysis.{declared.modules}_report")
+    extra = argparse.ArgumentParser(prog=f"{parser.prog} report --study {args.study}")
+    if hasattr(module, "add_args"):
+        module.add_args(extra)
+    options = vars(extra.parse_args(rest))
+    out = args.out or Path(f"results/reports/{args.study}.md")
+    return build_report(module, declared, results, out, args.scale, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
