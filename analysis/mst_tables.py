@@ -1,8 +1,7 @@
 """MST tables (mst.md §6-7): main comparison, zero-shot scores, FLOP budget per variant.
 
-Each table is written as CSV (full-precision numbers, for figures and the report's verdicts)
-and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
-(``results/mst/pretrain/<variant>_seed<seed>``), compared with the ``dense`` variant.
+Rows are variants, compared with ``dense``; each table is returned as its full-precision
+numbers and a rounded Markdown view ("mean ± 95 % CI" over seeds).
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
 from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
+    loss_flops_wall,
     paired_delta,
-    pretrain_metric,
     variant_stats,
     zeroshot_accuracy,
     zeroshot_markdown,
@@ -29,22 +28,8 @@ from analysis.variant_stats import (
 def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:
     """Rows variant: final val loss and perplexity (dense attention), paired Δ vs dense, the
     ledger's training FLOPs and their reduction vs dense, wall clock, zero-shot accuracy."""
-    loss, flops = pretrain_metric(frame, "final_val_loss"), pretrain_metric(frame, "flops_total")
-    ppl, wall = pretrain_metric(frame, "final_val_ppl"), pretrain_metric(frame, "wall_time_s")
     acc = zeroshot_accuracy(frame)
-    table = pd.concat(
-        [
-            variant_stats(loss, "val_loss"),
-            paired_delta(loss, DENSE).add_prefix("val_loss_"),
-            variant_stats(ppl, "val_ppl"),
-            variant_stats(flops, "flops_total")[["flops_total_mean"]],
-            variant_stats(wall, "wall_time_s"),
-        ],
-        axis=1,
-    )
-    dense = table.loc[DENSE] if DENSE in table.index else None
-    for col, ref in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
-        table[col] = table[ref] / dense[ref] if dense is not None else math.nan
+    table = loss_flops_wall(frame, DENSE, also=[("final_val_ppl", "val_ppl")])
     table["flops_reduction"] = 1.0 / table["flops_rel"]
     table = table.join(variant_stats(acc, "zeroshot_acc"), how="left")
     table = table.join(paired_delta(acc, DENSE).add_prefix("zeroshot_acc_"), how="left")

@@ -1,8 +1,7 @@
 """RaPTr tables (raptr.md §6-7): main comparison, zero-shot scores, stage transitions.
 
-Each table is written as CSV (full-precision numbers, for figures and the report's verdicts)
-and as Markdown (rounded, "mean ± 95 % CI" over seeds). Rows are variants
-(``results/raptr/pretrain/<variant>_seed<seed>``), compared with the ``baseline`` variant.
+The main table's rows are variants, compared with ``baseline`` (at the end of training and at
+the same training FLOPs); the transitions table's are RaPTr's stage boundaries, per seed.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ from analysis.run_specs import RunSpec, load_specs
 from analysis.stats import cell, delta_cells, mean_ci_cells
 from analysis.variant_stats import (
     ACCURACY,
-    paired_delta,
-    pretrain_metric,
+    loss_flops_wall,
     variant_stats,
+    zeroshot_accuracy,
     zeroshot_markdown,
     zeroshot_scores,
     zeroshot_table,
@@ -54,31 +53,16 @@ def main_table(
     """Rows variant: final full-model val loss, FLOPs (measured, vs baseline, block-only from
     the schedule), wall clock, mean zero-shot accuracy; with ``curves``, also the baseline's
     val loss at the variant's training FLOPs (an iso-FLOP comparison)."""
-    loss, flops = pretrain_metric(frame, "final_val_loss"), pretrain_metric(frame, "flops_total")
-    wall = pretrain_metric(frame, "wall_time_s")
-    table = pd.concat(
-        [
-            variant_stats(loss, "val_loss"),
-            paired_delta(loss, BASELINE).add_prefix("val_loss_"),
-            variant_stats(flops, "flops_total")[["flops_total_mean"]],
-            variant_stats(wall, "wall_time_s"),
-        ],
-        axis=1,
-    )
-    base = table.loc[BASELINE] if BASELINE in table.index else None
-    for col, ref in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
-        table[col] = table[ref] / base[ref] if base is not None else math.nan
+    table = loss_flops_wall(frame, BASELINE)
     table["block_flops_rel"] = [
         block_flop_ratio(specs[v]) if v in specs else math.nan for v in table.index
     ]
     if curves is not None:
         table["baseline_val_loss_at_flops"] = baseline_loss_at(curves, table["flops_total_mean"])
     table["schedule"] = [schedule_label(specs[v]) if v in specs else "" for v in table.index]
+    table = table.join(variant_stats(zeroshot_accuracy(frame), "zeroshot_acc"), how="left")
     scores = zeroshot_scores(frame)
-    acc = scores[scores["metric"].isin(ACCURACY)]
-    per_seed = acc.groupby(["variant", "seed"], as_index=False)["value"].mean()
-    table = table.join(variant_stats(per_seed, "zeroshot_acc"), how="left")
-    table["zeroshot_tasks"] = acc["task"].nunique()
+    table["zeroshot_tasks"] = scores.loc[scores["metric"].isin(ACCURACY), "task"].nunique()
     table = table.reindex(ordered_variants(table.index))
     return table.rename_axis("variant").reset_index()
 

@@ -1,7 +1,7 @@
 """SPDF tables (spdf.md §7): main comparison, zero-shot, and relative BLEU drop vs dense.
 
-Each table is written as CSV (full-precision numbers, for figures and the report's verdicts)
-and as Markdown (rounded, "mean ± 95 % CI" over seeds, for the report).
+Rows are sparsity levels (and fine-tuning fractions), each cell "mean ± 95 % CI" over seeds
+in the Markdown view.
 """
 
 from __future__ import annotations

@@ -46,6 +46,30 @@ def paired_delta(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["variant", "delta_mean", "delta_ci95"]).set_index("variant")
 
 
+def loss_flops_wall(
+    frame: pd.DataFrame, reference: str, also: Iterable[tuple[str, str]] = ()
+) -> pd.DataFrame:
+    """Index variant: final val loss over seeds and its difference to ``reference`` paired by
+    seed, each ``(metric, prefix)`` of ``also``, mean training FLOPs and wall clock, and both
+    relative to ``reference`` (``flops_rel``, ``wall_rel``): a variant study's main columns."""
+    loss, wall = pretrain_metric(frame, "final_val_loss"), pretrain_metric(frame, "wall_time_s")
+    flops = variant_stats(pretrain_metric(frame, "flops_total"), "flops_total")
+    table = pd.concat(
+        [
+            variant_stats(loss, "val_loss"),
+            paired_delta(loss, reference).add_prefix("val_loss_"),
+            *[variant_stats(pretrain_metric(frame, metric), prefix) for metric, prefix in also],
+            flops[["flops_total_mean"]],
+            variant_stats(wall, "wall_time_s"),
+        ],
+        axis=1,
+    )
+    ref = table.loc[reference] if reference in table.index else None
+    for col, of in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
+        table[col] = table[of] / ref[of] if ref is not None else math.nan
+    return table
+
+
 def zeroshot_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """(variant, seed, task, metric, value): each task's main metric (acc_norm, acc, ...)."""
     rows = frame[frame["stage"] == "eval_zeroshot"]
