@@ -82,6 +82,23 @@ def test_a_writer_makes_exactly_the_declared_outputs(tmp_path, monkeypatch):
     assert not (tmp_path / "typo").exists()  # nothing written for a run it refuses
 
 
+def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
+    from analysis import build
+
+    empty = ["--study", "raptr", "--results", str(tmp_path)]
+    for kind in ("tables", "figures", "report"):
+        assert build.main([kind, *empty, "--out", str(tmp_path / "out")]) == 1, kind
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("raptr_"), (kind, error)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+    with pytest.raises(SystemExit):  # a report's option is no table's
+        build.main(["tables", *empty, "--high-sparsity", "0.7"])
+    assert "unrecognized arguments: --high-sparsity 0.7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build.main(["tables", "--study", "nosuchstudy"])
+    assert "invalid choice: 'nosuchstudy'" in capsys.readouterr().err
+
+
 def test_a_bad_declaration_fails_in_one_line_naming_file_and_key(tmp_path):
     shutil.copy(ROOT / "pipelines/studies/schema.yaml", tmp_path)
     good = yaml.safe_load((ROOT / "pipelines/studies/raptr.yaml").read_text())
