@@ -16,7 +16,6 @@ from analysis.variant_stats import (
     loss_text,
     variant_row,
     zeroshot_accuracy,
-    zeroshot_scores,
 )
 from analysis.verdicts import (
     UNTESTABLE,
@@ -27,6 +26,7 @@ from analysis.verdicts import (
     from_checks,
     paired,
 )
+from analysis.zeroshot import zeroshot_scores
 
 PAPER_REDUCTION = 4.0  # "~75 % fewer training FLOPs" (abstract); acceptance: ledger >= 4.0x
 LOSS_TOLERANCE = 0.02  # nats: final val loss within +0.02 of dense (mst.md §6)

@@ -20,9 +20,9 @@ from analysis.variant_stats import (
     variant_stats,
     zeroshot_accuracy,
     zeroshot_markdown,
-    zeroshot_scores,
     zeroshot_table,
 )
+from analysis.zeroshot import zeroshot_scores
 
 
 def main_table(frame: pd.DataFrame, specs: dict[str, RunSpec]) -> pd.DataFrame:

@@ -29,9 +29,9 @@ from analysis.variant_stats import (
     variant_stats,
     zeroshot_accuracy,
     zeroshot_markdown,
-    zeroshot_scores,
     zeroshot_table,
 )
+from analysis.zeroshot import zeroshot_scores
 
 TRAIN_WINDOW = 0.1  # train-loss window each side of a boundary, as a fraction of the run
 

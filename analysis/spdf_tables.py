@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
+from analysis.zeroshot import ZEROSHOT_PREFERENCE, zeroshot_scores
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
 TASK_NAMES = {"e2e": "E2E", "webnlg": "WebNLG", "dart": "DART"}
 FULL = 1.0  # the fine-tuning fraction of the paper's main table
 BLEU = "bleu"
-ZEROSHOT_PREFERENCE = ("acc_norm", "acc", "word_perplexity")
 PRETRAIN_METRICS = ("flops_total", "train_flops_per_token", "flops_reduction", "final_val_loss")
 
 
@@ -92,24 +92,13 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
 MIN_DENSE_BLEU = 1.0  # below this the dense model produces no scoreable text
 
 
-def zeroshot_main_metric(metrics: Iterable[str]) -> str | None:
-    """acc_norm where the task has it, else acc, else word_perplexity (wikitext)."""
-    found = set(metrics)
-    return next((m for m in ZEROSHOT_PREFERENCE if m in found), None)
-
-
 def zeroshot_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows sparsity; one mean/ci95/n triple per zero-shot task's main metric."""
-    rows = frame[frame["stage"] == "eval_zeroshot"]
-    parts = []
-    for task in sorted(rows["task"].dropna().unique()):
-        metric = zeroshot_main_metric(rows.loc[rows["task"] == task, "metric"])
-        if metric is None:
-            continue
-        picked = rows[(rows["task"] == task) & (rows["metric"] == metric)]
-        parts.append(
-            _wide(summarize(picked, ["sparsity"]), f"{task}_{metric}", ["mean", "ci95", "n"])
-        )
+    scores = zeroshot_scores(frame, ("sparsity", "seed"))
+    parts = [
+        _wide(summarize(rows, ["sparsity"]), f"{task}_{metric}", ["mean", "ci95", "n"])
+        for (task, metric), rows in scores.groupby(["task", "metric"], sort=True)
+    ]
     if not parts:
         return pd.DataFrame(columns=["sparsity"])
     return pd.concat(parts, axis=1).sort_index().rename_axis("sparsity").reset_index()

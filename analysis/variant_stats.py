@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from analysis.spdf_tables import zeroshot_main_metric
 from analysis.stats import mean_ci_cells, summarize
 from analysis.verdicts import paired
+from analysis.zeroshot import zeroshot_scores
 
 ACCURACY = ("acc_norm", "acc")  # averaged into a main table's zero-shot score
 
@@ -68,18 +68,6 @@ def loss_flops_wall(
     for col, of in (("flops_rel", "flops_total_mean"), ("wall_rel", "wall_time_s_mean")):
         table[col] = table[of] / ref[of] if ref is not None else math.nan
     return table
-
-
-def zeroshot_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """(variant, seed, task, metric, value): each task's main metric (acc_norm, acc, ...)."""
-    rows = frame[frame["stage"] == "eval_zeroshot"]
-    parts = []
-    for task in sorted(rows["task"].dropna().unique()):
-        metric = zeroshot_main_metric(rows.loc[rows["task"] == task, "metric"])
-        if metric is not None:
-            parts.append(rows[(rows["task"] == task) & (rows["metric"] == metric)])
-    columns = ["variant", "seed", "task", "metric", "value"]
-    return pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def zeroshot_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
