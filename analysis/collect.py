@@ -4,8 +4,9 @@ An SPDF run's values (sparsity, fraction, seed) are read from its own files, nev
 folder name: a pre-training run's mask level from its metrics.json and its seed from its
 config.yaml; a fine-tuning run adds its fraction and task to those of the run it started from
 (config.yaml ``pretrained``); an evaluation takes those of the checkpoint it scored
-(``checkpoint``). A variant study's runs (``raptr_seed0``: pre-training and zero-shot only)
-are labelled by their folder, the variant's name in the study's grid.
+(``checkpoint``). A variant study's run (``raptr_seed0``: pre-training and zero-shot only)
+carries its variant's name in the study's grid in its folder name, a label; its seed is read
+from its config.yaml, and an evaluation takes both from the run it scored.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def run_key(path: str | Path) -> str:
     return "/".join(parts[stage_at:])
 
 
-def _value(data: dict[str, Any], key: str, where: str) -> Any:
+def value_of(data: dict[str, Any], key: str, where: str) -> Any:
+    """``data[key]``; a one-line error naming ``where`` (the file) and the key otherwise."""
     if key not in data:
         raise RunFilesError(f"{where} has no {key!r}: it was not written by this suite's job")
     return data[key]
@@ -117,14 +119,27 @@ def run_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str, Any
     run = record_of(key)
     if "checkpoint" in run.config:  # an evaluation: the values of the run it scored
         return run_values(run_key(run.config["checkpoint"]), record_of)
-    seed = int(_value(run.config, "seed", run.config_at))
+    seed = int(value_of(run.config, "seed", run.config_at))
     if "pretrained" in run.config:  # fine-tuning: its own fraction and task on its start's level
         start = run_values(run_key(run.config["pretrained"]), record_of)
-        fraction = float(_value(run.metrics, "fraction", run.metrics_at))
-        task = _value(run.metrics, "task", run.metrics_at)
+        fraction = float(value_of(run.metrics, "fraction", run.metrics_at))
+        task = value_of(run.metrics, "task", run.metrics_at)
         return start | {"fraction": fraction, "seed": seed, "task": task}
-    level = float(_value(run.metrics, "static_sparsity", run.metrics_at))
+    level = float(value_of(run.metrics, "static_sparsity", run.metrics_at))
     return {"sparsity": level, "fraction": math.nan, "seed": seed, "task": None}
+
+
+def variant_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str, Any] | None:
+    """variant and seed of the variant-layout run ``key``: the variant is its folder's label
+    (``<variant>_seed<N>``), the seed its config's; an evaluation's are those of the run its
+    ``checkpoint`` names. None for a folder that is no run's (no such label)."""
+    run = record_of(key)
+    if "checkpoint" in run.config:
+        return variant_values(run_key(run.config["checkpoint"]), record_of)
+    label = parse_variant_dir(Path(key).name)
+    if label is None:
+        return None
+    return {"variant": label["variant"], "seed": int(value_of(run.config, "seed", run.config_at))}
 
 
 def read_run_file(path: Path) -> dict[str, Any]:
@@ -196,14 +211,18 @@ def collect_variants(results_dir: Path, study: str = "raptr") -> pd.DataFrame:
     """As ``collect`` for a study whose runs are named ``<variant>_seed<seed>``."""
     results_dir = _study_dir(results_dir, study)
     rows: list[dict[str, Any]] = []
+    record_of = file_records(results_dir)
     for stage in VARIANT_STAGES:
         for path in sorted((results_dir / stage).glob("*/metrics.json")):
-            wildcards = parse_variant_dir(path.parent.name)
-            if wildcards is None:
+            key = run_key(path.parent)
+            if parse_variant_dir(path.parent.name) is None:
                 warnings.warn(f"skipping {path}: folder name is not a run folder", stacklevel=2)
                 continue
-            data = json.loads(path.read_text())
-            rows.extend(metric_rows(stage, None, wildcards, data, str(path)))
+            values = variant_values(key, record_of)
+            if values is None:
+                warnings.warn(f"skipping {path}: it scored no run of the study", stacklevel=2)
+                continue
+            rows.extend(metric_rows(stage, None, values, record_of(key).metrics, str(path)))
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
     return frame.astype({"seed": int, "value": float})
 
@@ -216,35 +235,47 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             continue  # a half-written last line of a job still running
 
 
-def _curves(results_dir: Path, parse, columns: list[str]) -> pd.DataFrame:
-    rows = []
-    for path in sorted((Path(results_dir) / "pretrain").glob("*/train_log.jsonl")):
-        wildcards = parse(path.parent.name)
-        if wildcards is None:
+def pretrain_logs(
+    results_dir: Path, layout: str = "variant"
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the run's values, one record) per line of every finished pre-training run's
+    train_log.jsonl, in folder order; the values as ``run_values`` (sparsity, seed) or
+    ``variant_values`` (variant, seed) read them. A job still running (no metrics.json) is left
+    out."""
+    study_dir = Path(results_dir)
+    record_of = file_records(study_dir)
+    for path in sorted((study_dir / "pretrain").glob("*/train_log.jsonl")):
+        key = run_key(path.parent)
+        if not (path.parent / "metrics.json").is_file():
             continue
+        if layout == "variant":
+            values = variant_values(key, record_of)
+            if values is None:
+                continue
+        else:
+            found = run_values(key, record_of)
+            values = {"sparsity": found["sparsity"], "seed": found["seed"]}
         for record in read_jsonl(path):
-            rows.append({**wildcards, **{k: record.get(k) for k in columns[2:]}})
+            yield values, record
+
+
+def _curves(results_dir: Path, layout: str, columns: list[str]) -> pd.DataFrame:
+    rows = [
+        {**values, **{k: record.get(k) for k in columns[2:]}}
+        for values, record in pretrain_logs(results_dir, layout)
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
 def load_pretrain_curves(results_dir: Path) -> pd.DataFrame:
     """Per logged step of every pre-training run; ``val_loss`` is NaN off eval steps."""
-    study_dir, record_of = Path(results_dir), file_records(Path(results_dir))
-
-    def values(name: str) -> dict[str, Any] | None:  # None: a job still running
-        if not (study_dir / "pretrain" / name / "metrics.json").is_file():
-            return None
-        found = run_values(f"pretrain/{name}", record_of)
-        return {"sparsity": found["sparsity"], "seed": found["seed"]}
-
-    frame = _curves(study_dir, values, CURVE_COLUMNS)
-    frame = frame[CURVE_COLUMNS]
+    frame = _curves(results_dir, "sparsity", CURVE_COLUMNS)
     return frame.astype({c: float for c in CURVE_COLUMNS if c not in ("seed", "step")})
 
 
 def load_variant_curves(results_dir: Path) -> pd.DataFrame:
     """Per logged step of every ``<variant>_seed<seed>`` run, with the sampled ``path_len``."""
-    frame = _curves(results_dir, parse_variant_dir, VARIANT_CURVE_COLUMNS)
+    frame = _curves(results_dir, "variant", VARIANT_CURVE_COLUMNS)
     numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
     return frame.astype({c: float for c in numeric} | {"seed": int, "step": int})
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.collect import parse_variant_dir, read_jsonl
+from analysis.collect import pretrain_logs
 from analysis.run_specs import RunSpec, in_order
 from sparselm.cli.mst_config import mst_config
 from sparselm.flops import shape_from_model_config
@@ -133,15 +133,11 @@ def schedule_label(spec: RunSpec) -> str:
 
 def load_logs(results_dir: Path) -> pd.DataFrame:
     """Every logged step of every run, with the DST/HSA/MST fields (NaN where absent)."""
-    rows = []
-    for path in sorted((Path(results_dir) / "pretrain").glob("*/train_log.jsonl")):
-        wildcards = parse_variant_dir(path.parent.name)
-        if wildcards is None:
-            continue
-        for record in read_jsonl(path):
-            row = {**wildcards, **{k: record.get(k) for k in LOG_COLUMNS}}
-            row["sparsity_by_kind"] = json.dumps(record.get("sparsity_by_kind") or {})
-            rows.append(row)
+    rows = [
+        {**values, **{k: record.get(k) for k in LOG_COLUMNS}}
+        | {"sparsity_by_kind": json.dumps(record.get("sparsity_by_kind") or {})}
+        for values, record in pretrain_logs(results_dir)
+    ]
     frame = pd.DataFrame(rows, columns=["variant", "seed", *LOG_COLUMNS])
     numeric = [
         c

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from analysis.collect import parse_variant_dir, read_jsonl
+from analysis.collect import parse_variant_dir, read_jsonl, read_run_file, value_of
 from sparselm.flops import DEFAULT_CONVENTION
 
 
@@ -64,17 +62,17 @@ def _first_log_row(run_dir: Path) -> dict[str, Any]:
 
 
 def load_specs(results_dir: Path) -> dict[str, RunSpec]:
-    """variant -> RunSpec, from the lowest seed's pre-training files."""
-    found: dict[str, tuple[int, Path]] = {}
+    """variant -> RunSpec, from the pre-training files of its lowest seed (its config's)."""
+    found: dict[str, tuple[int, Path, dict[str, Any]]] = {}
     for path in sorted((Path(results_dir) / "pretrain").glob("*/config.yaml")):  # a fixed order
-        wildcards = parse_variant_dir(path.parent.name)
-        if wildcards is None:
+        label = parse_variant_dir(path.parent.name)
+        if label is None:
             continue
-        variant, seed = wildcards["variant"], wildcards["seed"]
+        variant, config = label["variant"], read_run_file(path)
+        seed = int(value_of(config, "seed", str(path)))
         if variant not in found or seed < found[variant][0]:
-            found[variant] = (seed, path)
-    specs = {}
-    for variant, (_, path) in found.items():
-        config = yaml.safe_load(path.read_text()) or {}
-        specs[variant] = spec_from_config(variant, config, _first_log_row(path.parent))
-    return specs
+            found[variant] = (seed, path, config)
+    return {
+        variant: spec_from_config(variant, config, _first_log_row(path.parent))
+        for variant, (_, path, config) in found.items()
+    }

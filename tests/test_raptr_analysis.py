@@ -84,6 +84,7 @@ def _run(root: Path, variant: str, seed: int, spike: float = 0.0) -> None:
         "train": {"steps": STEPS, "seq_len": 16},
         "flops": {"convention": "megatron"},
         "method": METHODS[variant],
+        "seed": seed,
     }
     _write(run / "config.yaml", yaml.safe_dump(config))
     log = []
@@ -112,10 +113,9 @@ def _run(root: Path, variant: str, seed: int, spike: float = 0.0) -> None:
         },
     )
     acc = {f"sparselm_{t}/acc": a + seed / 100 for t, a in ACC.items()}
-    _write(
-        root / "eval_zeroshot" / f"{variant}_seed{seed}" / "metrics.json",
-        acc | {"sparselm_wikitext/word_perplexity": 100.0},
-    )
+    scored = root / "eval_zeroshot" / f"{variant}_seed{seed}"
+    _write(scored / "metrics.json", acc | {"sparselm_wikitext/word_perplexity": 100.0})
+    _write(scored / "config.yaml", yaml.safe_dump({"checkpoint": str(run), "seed": seed}))
 
 
 def make_tree(root: Path, spike: float = 0.0) -> Path:
@@ -149,6 +149,29 @@ def test_collect_variants(results: Path) -> None:
     assert (results / "tables" / "runs.csv").is_file()
     curves = collect_mod.load_variant_curves(results)
     assert len(curves) == len(METHODS) * len(SEEDS) * STEPS
+
+
+def test_a_variant_runs_seed_comes_from_its_config_not_its_folder(results: Path) -> None:
+    """The folder name carries the variant (its grid label); the seed is the config's, and a
+    zero-shot evaluation takes both from the checkpoint it scored, wherever it lies."""
+    run = results / "pretrain" / f"pld_seed{SEEDS[0]}"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(config | {"seed": 7}))
+    scored = results / "eval_zeroshot" / f"baseline_seed{SEEDS[0]}"
+    moved = f"/elsewhere/raptr/pretrain/pld_seed{SEEDS[0]}"  # a results tree copied away
+    (scored / "config.yaml").write_text(yaml.safe_dump({"checkpoint": moved, "seed": 0}))
+    frame = collect_mod.collect_variants(results)
+    pld = frame[frame["variant"] == "pld"]
+    assert set(pld["seed"]) == {7, *SEEDS[1:]}
+    evals = frame[frame["source"] == str(scored / "metrics.json")]
+    assert set(evals["variant"]) == {"pld"} and set(evals["seed"]) == {7}
+    curves = collect_mod.load_variant_curves(results)
+    assert set(curves.loc[curves["variant"] == "pld", "seed"]) == {7, *SEEDS[1:]}
+    assert load_specs(results)["pld"].variant == "pld"
+    del config["seed"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(collect_mod.RunFilesError, match=r"pld_seed\d+/config.yaml has no 'seed'"):
+        collect_mod.collect_variants(results)
 
 
 def test_schedules_come_from_the_method_functions(results: Path) -> None:
