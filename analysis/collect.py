@@ -133,12 +133,12 @@ def variant_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str,
     """variant and seed of the variant-layout run ``key``: the variant is its folder's label
     (``<variant>_seed<N>``), the seed its config's; an evaluation's are those of the run its
     ``checkpoint`` names. None for a folder that is no run's (no such label)."""
-    run = record_of(key)
-    if "checkpoint" in run.config:
-        return variant_values(run_key(run.config["checkpoint"]), record_of)
     label = parse_variant_dir(Path(key).name)
     if label is None:
         return None
+    run = record_of(key)
+    if "checkpoint" in run.config:
+        return variant_values(run_key(run.config["checkpoint"]), record_of)
     return {"variant": label["variant"], "seed": int(value_of(run.config, "seed", run.config_at))}
 
 
@@ -215,12 +215,9 @@ def collect_variants(results_dir: Path, study: str = "raptr") -> pd.DataFrame:
     for stage in VARIANT_STAGES:
         for path in sorted((results_dir / stage).glob("*/metrics.json")):
             key = run_key(path.parent)
-            if parse_variant_dir(path.parent.name) is None:
-                warnings.warn(f"skipping {path}: folder name is not a run folder", stacklevel=2)
-                continue
             values = variant_values(key, record_of)
-            if values is None:
-                warnings.warn(f"skipping {path}: it scored no run of the study", stacklevel=2)
+            if values is None:  # a folder of another kind, or an evaluation of one
+                warnings.warn(f"skipping {path}: not a <variant>_seed<N> run", stacklevel=2)
                 continue
             rows.extend(metric_rows(stage, None, values, record_of(key).metrics, str(path)))
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)

@@ -168,6 +168,12 @@ def test_a_variant_runs_seed_comes_from_its_config_not_its_folder(results: Path)
     curves = collect_mod.load_variant_curves(results)
     assert set(curves.loc[curves["variant"] == "pld", "seed"]) == {7, *SEEDS[1:]}
     assert load_specs(results)["pld"].variant == "pld"
+    stray = results / "pretrain" / "scratch"  # no run's folder: skipped, not an error
+    _write(stray / "metrics.json", {"final_val_loss": 1.0})
+    _write(stray / "train_log.jsonl", json.dumps({"step": 1}) + "\n")
+    with pytest.warns(UserWarning, match="scratch/metrics.json: not a <variant>_seed<N> run"):
+        assert len(collect_mod.collect_variants(results)) == len(frame)
+    assert len(collect_mod.load_variant_curves(results)) == len(curves)
     del config["seed"]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(collect_mod.RunFilesError, match=r"pld_seed\d+/config.yaml has no 'seed'"):
