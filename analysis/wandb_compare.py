@@ -112,24 +112,34 @@ def spdf_rows(runs: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def variant_labels(run: Any) -> dict[str, Any] | None:
+    """variant (the name's label, as a run folder's) and seed (its config's, as from files) of
+    a variant study's job; None for a run whose name is not one of the study's jobs."""
+    match = RUN_NAME.match(str(getattr(run, "name", "")))
+    if match is None:
+        return None
+    config = dict(run.config or {})
+    if "seed" not in config:
+        raise WandbUnavailable(f"W&B run {_source(run)} has no seed in its config")
+    return {"variant": match["variant"], "seed": int(config["seed"])}
+
+
 def variant_rows(run: Any) -> list[dict[str, Any]]:
     """Tidy rows (collect.VARIANT_COLUMNS) of a variant study's run; [] for a run whose name
     is not one of the study's jobs."""
-    match = RUN_NAME.match(str(getattr(run, "name", "")))
-    if match is None:
+    named = variant_labels(run)
+    if named is None:
         return []
     stage = "pretrain" if str(run.name).startswith("pretrain-") else "eval_zeroshot"
-    named = {"variant": match["variant"], "seed": int(match["seed"])}
     return metric_rows(stage, None, named, _summary(run), _source(run))
 
 
 def curve_rows(run: Any) -> list[dict[str, Any]]:
     """Per logged step of a variant study's pre-training run (collect.VARIANT_CURVE_COLUMNS),
     from its W&B history; [] for any other run."""
-    match = RUN_NAME.match(str(getattr(run, "name", "")))
-    if match is None or not str(run.name).startswith("pretrain-"):
+    named = variant_labels(run)
+    if named is None or not str(run.name).startswith("pretrain-"):
         return []
-    named = {"variant": match["variant"], "seed": int(match["seed"])}
     numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
     return [
         named | {"step": int(record["_step"])} | {c: _number(record.get(c)) for c in numeric}
@@ -143,10 +153,10 @@ def variant_specs(runs: list[Any]) -> dict[str, RunSpec]:
     solved knob its logged steps carry, which W&B keeps in the run summary)."""
     chosen: dict[str, tuple[int, Any]] = {}
     for run in runs:
-        match = RUN_NAME.match(str(getattr(run, "name", "")))
-        if match is None or not str(run.name).startswith("pretrain-"):
+        named = variant_labels(run)
+        if named is None or not str(run.name).startswith("pretrain-"):
             continue
-        variant, seed = match["variant"], int(match["seed"])
+        variant, seed = named["variant"], named["seed"]
         if variant not in chosen or seed < chosen[variant][0]:
             chosen[variant] = (seed, run)
     return {

@@ -311,8 +311,7 @@ class _RecordedRun:
         variant, seed = run_dir.name.rsplit("_seed", 1)
         self.name = f"{'pretrain' if stage == 'pretrain' else 'eval-zeroshot'}-{variant}-seed{seed}"
         self.job_type = "pretrain" if stage == "pretrain" else "evaluate"
-        config_file = run_dir.parents[1] / "pretrain" / run_dir.name / "config.yaml"
-        self.config = yaml.safe_load(config_file.read_text())
+        self.config = yaml.safe_load((run_dir / "config.yaml").read_text())
         self.summary_metrics = json.loads((run_dir / "metrics.json").read_text())
         self.path, self.id = ["e", "sparselm", f"{stage}-{run_dir.name}"], run_dir.name
 
