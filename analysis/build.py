@@ -1,12 +1,15 @@
-"""Build a declared study's tables, figures or report from its results folder:
+"""Build a declared study's runs table, tables, figures or report from its results folder:
 
+    python -m analysis.build runs --study raptr     # results/raptr/tables/runs.csv
     python -m analysis.build tables --study raptr   # results/raptr/tables/<stem>.csv + .md
     python -m analysis.build figures --study raptr  # results/raptr/figures/<stem>.png/.pdf/.csv
     python -m analysis.build report --study raptr   # results/reports/raptr.md
 
 The study's declaration (``pipelines/studies/<study>.yaml``) names the analysis modules that
 make its outputs (``analysis.<modules>_tables``, ``_figures``, ``_report``: its own, or another
-study's it reuses) and the outputs' stems. A missing input is one line on stderr and exit 1.
+study's it reuses), the outputs' stems and how its runs are laid out (``runs`` reads them so;
+a SquareHead-layout study also takes its dense teachers' run folders, ``--teachers``). A
+missing input is one line on stderr and exit 1, with nothing written.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 
 from analysis.study_declaration import StudyDeclaration, declared_studies, load_declaration
 
-KINDS = ("tables", "figures", "report")
+KINDS = ("runs", "tables", "figures", "report")
 
 
 def read_runs(declared: StudyDeclaration, results: Path) -> pd.DataFrame:
@@ -33,6 +36,31 @@ def read_runs(declared: StudyDeclaration, results: Path) -> pd.DataFrame:
     if declared.layout == "squarehead":
         return squarehead_runs.squarehead_runs_csv(results)
     return collect.collect_variants(results, declared.study)
+
+
+def build_runs(declared: StudyDeclaration, results: Path, out: Path, teachers: list[Path]) -> int:
+    """``runs.csv``: one tidy row per (run, metric), or per SquareHead run with ``curves.csv``
+    (its training curves) beside it."""
+    from analysis import collect, squarehead_runs
+
+    study, curves = declared.study, None
+    try:
+        if declared.layout == "squarehead":
+            runs, curves = squarehead_runs.collect(results, teachers)
+        else:
+            runs = read_runs(declared, results)
+    except (collect.RunFilesError, squarehead_runs.StudyInputError) as err:
+        print(f"{study}_runs: {err}", file=sys.stderr)
+        return 1
+    if runs.empty:
+        print(f"{study}_runs: no metrics.json found under {results}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out, index=False)
+    if curves is not None:
+        curves.to_csv(out.parent / "curves.csv", index=False)
+    print(f"{study}_runs: {len(runs)} rows -> {out}")
+    return 0
 
 
 def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Path) -> int:
@@ -65,15 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="default: <results>/<kind>; a report: results/reports/<study>.md",
+        help="default: <results>/<kind>; runs: <results>/tables/runs.csv; a report: "
+        "results/reports/<study>.md",
     )
     parser.add_argument("--scale", default=None, help="a report: the scale of its results")
+    parser.add_argument("--teachers", type=Path, nargs="+", default=[], help="SquareHead runs")
     args, rest = parser.parse_known_args(argv)
     declared = load_declaration(args.study)
     results = args.results or Path(f"results/{args.study}")
+    if args.teachers and (args.kind != "runs" or declared.layout != "squarehead"):
+        parser.error("--teachers: only a SquareHead-layout study's runs have teachers")
     if args.kind != "report":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if args.kind == "runs":
+            out = args.out or results / "tables" / "runs.csv"
+            return build_runs(declared, results, out, args.teachers)
         return build_outputs(declared, args.kind, results, args.out or results / args.kind)
     from analysis.report_engine import build_report
 

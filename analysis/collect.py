@@ -11,14 +11,12 @@ from its config.yaml, and an evaluation takes both from the run it scored.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
 import re
-import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,31 +273,3 @@ def load_variant_curves(results_dir: Path) -> pd.DataFrame:
     frame = _curves(results_dir, "variant", VARIANT_CURVE_COLUMNS)
     numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
     return frame.astype({c: float for c in numeric} | {"seed": int, "step": int})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=Path("results/spdf"))
-    parser.add_argument("--study", default=None, help="default: spdf, or raptr for variants")
-    parser.add_argument("--layout", choices=("sparsity", "variant"), default="sparsity")
-    parser.add_argument("--out", type=Path, default=None, help="CSV (default: <results>/tables)")
-    args = parser.parse_args(argv)
-    gather = collect_variants if args.layout == "variant" else collect
-    study = args.study or ("raptr" if args.layout == "variant" else "spdf")
-    try:
-        frame = gather(args.results, study)
-    except RunFilesError as err:
-        print(f"collect: {err}", file=sys.stderr)
-        return 1
-    if frame.empty:
-        print(f"collect: no metrics.json found under {args.results}", file=sys.stderr)
-        return 1
-    out = args.out or args.results / "tables" / "runs.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    print(f"collect: {len(frame)} rows from {frame['source'].nunique()} files -> {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -238,7 +238,7 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """The comparison table. ``runs.csv`` is analysis.collect's output (its own rule)."""
+    """The comparison table. ``runs`` is the study's runs table (``analysis.build runs``)."""
     curves = load_variant_curves(results_dir)
     main = main_table(frame, curves, schedule_labels(results_dir))
     return {"compare_table_main": (main, main_markdown(main))}

@@ -92,7 +92,7 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
+    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
     specs = load_specs(results_dir)
     main, zero = main_table(frame, specs), zeroshot_table(frame, ordered_variants)
     spend = budget_table(frame, specs)

@@ -171,7 +171,7 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
+    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
     specs = load_specs(results_dir)
     curves = load_variant_curves(results_dir)
     main, zs = main_table(frame, specs, curves), zeroshot_table(frame, ordered_variants)

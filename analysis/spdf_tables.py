@@ -174,7 +174,7 @@ def rel_drop_markdown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs.csv`` is analysis.collect's output (its own Snakemake rule)."""
+    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
     main, zs, drop = main_table(frame), zeroshot_table(frame), rel_drop_table(frame)
     return {
         "spdf_table_main": (main, main_markdown(main)),

@@ -1,6 +1,5 @@
-"""Gather the SquareHead study into ``tables/runs.csv`` (one row per run) and ``curves.csv``.
-
-    python -m analysis.squarehead_runs --results results/squarehead --teachers <run> [...]
+"""Gather the SquareHead study into ``tables/runs.csv`` (one row per run) and ``curves.csv``
+(``python -m analysis.build runs --study squarehead --teachers <run> [...]``).
 
 A student's facts (pruner, target, loss, seed) are read from its resolved config.yaml, the
 same way from a W&B run's config, never from its folder name; its scores are those of the
@@ -10,9 +9,7 @@ with ``pruner=none, loss=dense, sparsity=0``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,25 +133,3 @@ def _curve(run_dir: Path, facts: dict[str, Any]) -> list[dict[str, Any]]:
         record = json.loads(line)
         out.append({**facts, **{k: record.get(k) for k in CURVE_FIELDS}})
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, required=True)
-    ap.add_argument("--teachers", type=Path, nargs="*", default=[])
-    args = ap.parse_args(argv)
-    try:
-        runs, curves = collect(args.results, args.teachers)
-    except StudyInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    tables = args.results / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(tables / "runs.csv", index=False)
-    curves.to_csv(tables / "curves.csv", index=False)
-    print(f"{len(runs)} runs, {len(curves)} log rows -> {tables}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 # Analysis, the same four rules for every study (pipelines/studies/<study>.yaml declares its
 # tables and figures): its runs -> one tidy table (collect_<study>) -> tables_<study> and
 # figures_<study> -> report_<study> (<reports>/<study>.md), each one `analysis.build` command
-# that runs the analysis modules the declaration names. SquareHead's collect rule is its own
-# (squarehead.smk): it also gathers the teachers and the curves.
+# that reads the study as its declaration says. SquareHead's collect rule is its own
+# (squarehead.smk): its inputs are the teachers too.
 
 for _study, _declared in STUDIES.items():
     if _declared.layout != "squarehead":
@@ -18,13 +18,12 @@ for _study, _declared in STUDIES.items():
                 f"{RESULTS}/{_study}/logs/collect.log",
             params:
                 results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-                layout="sparsity" if _declared.layout == "sparsity" else "variant",
                 study=_study,
             conda:
                 "../environment.yml"
             shell:
-                "python -m analysis.collect --layout {params.layout} --study {params.study}"
-                " --results {params.results} --out {output} > {log} 2>&1"
+                "python -m analysis.build runs --study {params.study} --results {params.results}"
+                " --out {output} > {log} 2>&1"
 
     rule:
         name:

@@ -94,5 +94,5 @@ rule collect_squarehead:
     conda:
         "../environment.yml"
     shell:
-        "python -m analysis.squarehead_runs --results {params.results}"
+        "python -m analysis.build runs --study squarehead --results {params.results}"
         " --teachers {params.teachers} > {log} 2>&1"

@@ -171,7 +171,7 @@ def built(tmp_path_factory) -> Path:
     saved.mkdir()
     records = [{"input": f"x{i}", "output": "y", "references": ["y"]} for i in range(3)]
     (saved / "sparselm_e2e_nlg.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert collect_mod.main(["--results", str(results)]) == 0
+    assert build.main(["runs", "--study", "spdf", "--results", str(results)]) == 0
     assert build.main(["tables", "--study", "spdf", "--results", str(results)]) == 0
     assert build.main(["figures", "--study", "spdf", "--results", str(results)]) == 0
     out = root / "reports" / "spdf.md"
@@ -221,11 +221,11 @@ def test_run_values_come_from_the_runs_files_not_folder_names(results: Path, tmp
 def test_a_run_without_its_values_is_one_line_naming_file_and_key(results: Path, capsys) -> None:
     metrics = results / "pretrain" / "s0.5_seed1" / "metrics.json"
     metrics.write_text(json.dumps({"final_val_loss": 3.0}))
-    assert collect_mod.main(["--results", str(results)]) == 1
+    assert build.main(["runs", "--study", "spdf", "--results", str(results)]) == 1
     err = capsys.readouterr().err.strip()
     assert (
         err
-        == f"collect: {metrics} has no 'static_sparsity': it was not written by this suite's job"
+        == f"spdf_runs: {metrics} has no 'static_sparsity': it was not written by this suite's job"
     )
     assert not (results / "tables" / "runs.csv").exists()
 

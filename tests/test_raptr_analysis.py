@@ -145,7 +145,7 @@ def test_collect_variants(results: Path) -> None:
     assert set(frame["variant"]) == set(METHODS) and set(frame["seed"]) == set(SEEDS)
     zero = frame[frame["stage"] == "eval_zeroshot"]
     assert set(zero["task"]) == {"arc_easy", "piqa", "wikitext"}
-    assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
+    assert build.main(["runs", "--study", "raptr", "--results", str(results)]) == 0
     assert (results / "tables" / "runs.csv").is_file()
     curves = collect_mod.load_variant_curves(results)
     assert len(curves) == len(METHODS) * len(SEEDS) * STEPS
@@ -257,7 +257,7 @@ def test_loss_claim_verdicts(results: Path) -> None:
 
 
 def test_figures_tables_and_report(results: Path, tmp_path: Path) -> None:
-    assert collect_mod.main(["--layout", "variant", "--results", str(results)]) == 0
+    assert build.main(["runs", "--study", "raptr", "--results", str(results)]) == 0
     assert build.main(["tables", "--study", "raptr", "--results", str(results)]) == 0
     assert build.main(["figures", "--study", "raptr", "--results", str(results)]) == 0
     for stem in load_declaration("raptr").figures:

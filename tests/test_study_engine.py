@@ -86,7 +86,7 @@ def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
     from analysis import build
 
     empty = ["--study", "raptr", "--results", str(tmp_path)]
-    for kind in ("tables", "figures", "report"):
+    for kind in ("runs", "tables", "figures", "report"):
         assert build.main([kind, *empty, "--out", str(tmp_path / "out")]) == 1, kind
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("raptr_"), (kind, error)
@@ -94,6 +94,9 @@ def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a report's option is no table's
         build.main(["tables", *empty, "--high-sparsity", "0.7"])
     assert "unrecognized arguments: --high-sparsity 0.7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # only SquareHead's students have teachers
+        build.main(["runs", *empty, "--teachers", str(tmp_path)])
+    assert "--teachers: only a SquareHead-layout study's runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build.main(["tables", "--study", "nosuchstudy"])
     assert "invalid choice: 'nosuchstudy'" in capsys.readouterr().err
@@ -202,7 +205,7 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
         shutil.copytree(RECORDED / "compare" / "pretrain" / run, study / "pretrain" / run)
     out = tmp_path / "reports" / "trio.md"
     for args in (
-        ["analysis.collect", "--layout", "variant", "--study", "trio"],
+        ["analysis.build", "runs", "--study", "trio"],
         ["analysis.build", "tables", "--study", "trio"],
         ["analysis.build", "figures", "--study", "trio"],
         ["analysis.build", "report", "--study", "trio", "--out", str(out)],
