@@ -19,12 +19,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 
 from analysis.study_declaration import StudyDeclaration, declared_studies, load_declaration
 
 KINDS = ("runs", "tables", "figures", "report")
+COMMON_OPTIONS = ("kind", "study", "results", "out", "scale", "teachers")  # the rest: a report's
 
 
 def read_runs(declared: StudyDeclaration, results: Path) -> pd.DataFrame:
@@ -84,8 +86,19 @@ def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Pat
     return 0
 
 
+def report_module(argv: Sequence[str]) -> ModuleType | None:
+    """The report module a ``report --study <study>`` command line names (its options join the
+    command line's, ``--help`` included); None for any other command line."""
+    studies = [a.split("=", 1)[1] for a in argv if a.startswith("--study=")]
+    studies += [b for a, b in zip(argv, argv[1:], strict=False) if a == "--study"]
+    if "report" not in argv or len(studies) != 1 or studies[0] not in declared_studies():
+        return None
+    return importlib.import_module(f"analysis.{load_declaration(studies[0]).modules}_report")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser("python -m analysis.build", description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--study", required=True, choices=declared_studies())
     parser.add_argument("--results", type=Path, default=None, help="default: results/<study>")
@@ -98,25 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--scale", default=None, help="a report: the scale of its results")
     parser.add_argument("--teachers", type=Path, nargs="+", default=[], help="SquareHead runs")
-    args, rest = parser.parse_known_args(argv)
+    module = report_module(argv)
+    if module is not None and hasattr(module, "add_args"):
+        module.add_args(parser)
+    args = parser.parse_args(argv)
     declared = load_declaration(args.study)
     results = args.results or Path(f"results/{args.study}")
     if args.teachers and (args.kind != "runs" or declared.layout != "squarehead"):
         parser.error("--teachers: only a SquareHead-layout study's runs have teachers")
+    if args.kind == "runs":
+        out = args.out or results / "tables" / "runs.csv"
+        return build_runs(declared, results, out, args.teachers)
     if args.kind != "report":
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        if args.kind == "runs":
-            out = args.out or results / "tables" / "runs.csv"
-            return build_runs(declared, results, out, args.teachers)
         return build_outputs(declared, args.kind, results, args.out or results / args.kind)
     from analysis.report_engine import build_report
 
-    module = importlib.import_module(f"analysis.{declared.modules}_report")
-    extra = argparse.ArgumentParser(prog=f"{parser.prog} report --study {args.study}")
-    if hasattr(module, "add_args"):
-        module.add_args(extra)
-    options = vars(extra.parse_args(rest))
+    options = {k: v for k, v in vars(args).items() if k not in COMMON_OPTIONS}
     out = args.out or Path(f"results/reports/{args.study}.md")
     return build_report(module, declared, results, out, args.scale, options)
 

@@ -77,4 +77,6 @@ def provenance(inputs: Inputs) -> list[str]:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--high-sparsity", type=float, default=0.7)
+    parser.add_argument(
+        "--high-sparsity", type=float, default=0.7, help="claims (a) and (b) hold at and above it"
+    )

@@ -94,6 +94,9 @@ def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a report's option is no table's
         build.main(["tables", *empty, "--high-sparsity", "0.7"])
     assert "unrecognized arguments: --high-sparsity 0.7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a report's own options are in its help
+        build.main(["report", "--study", "squarehead", "--help"])
+    assert "--high-sparsity HIGH_SPARSITY" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # only SquareHead's students have teachers
         build.main(["runs", *empty, "--teachers", str(tmp_path)])
     assert "--teachers: only a SquareHead-layout study's runs" in capsys.readouterr().err
