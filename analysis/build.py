@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,39 +30,41 @@ KINDS = ("runs", "tables", "figures", "report")
 COMMON_OPTIONS = ("kind", "study", "results", "out", "scale", "teachers")  # the rest: a report's
 
 
-def read_runs(declared: StudyDeclaration, results: Path) -> pd.DataFrame:
-    """The runs a study's tables and figures are made from, as its layout collects them."""
-    from analysis import collect, squarehead_runs  # pandas-heavy readers, only when building
-
-    if declared.layout == "sparsity":
-        return collect.collect(results, declared.study)
-    if declared.layout == "squarehead":
-        return squarehead_runs.squarehead_runs_csv(results)
-    return collect.collect_variants(results, declared.study)
+def read_runs(results: Path) -> pd.DataFrame:
+    """The study's runs table, as ``build_runs`` wrote it; empty when it has not been built."""
+    path = results / "tables" / "runs.csv"
+    # SquareHead's N:M targets ("2:4") and unstructured ones ("0.5") both stay text
+    return pd.read_csv(path, dtype={"target": str}) if path.is_file() else pd.DataFrame()
 
 
 def build_runs(declared: StudyDeclaration, results: Path, out: Path, teachers: list[Path]) -> int:
-    """``runs.csv``: one tidy row per (run, metric), or per SquareHead run with ``curves.csv``
-    (its training curves) beside it."""
-    from analysis import collect, squarehead_runs
+    """``runs.csv``: one tidy row per (run, metric), as the study's layout lays its runs out, or
+    per SquareHead run with ``curves.csv`` (its training curves) beside it. Each file is
+    written whole or not at all."""
+    from analysis import collect, squarehead_runs  # pandas-heavy readers, only when building
 
-    study, curves = declared.study, None
+    study, tables = declared.study, {}
     try:
         if declared.layout == "squarehead":
-            runs, curves = squarehead_runs.collect(results, teachers)
+            tables[out], tables[out.parent / "curves.csv"] = squarehead_runs.collect(
+                results, teachers
+            )
+        elif declared.layout == "sparsity":
+            tables[out] = collect.collect(results, study)
         else:
-            runs = read_runs(declared, results)
+            tables[out] = collect.collect_variants(results, study)
     except (collect.RunFilesError, squarehead_runs.StudyInputError) as err:
         print(f"{study}_runs: {err}", file=sys.stderr)
         return 1
-    if runs.empty:
+    if tables[out].empty:
         print(f"{study}_runs: no metrics.json found under {results}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out, index=False)
-    if curves is not None:
-        curves.to_csv(out.parent / "curves.csv", index=False)
-    print(f"{study}_runs: {len(runs)} rows -> {out}")
+    for path, frame in tables.items():
+        partial = path.with_name(path.name + ".tmp")
+        frame.to_csv(partial, index=False)
+        os.replace(partial, path)
+    print(f"{study}_runs: {len(tables[out])} rows -> {out}")
     return 0
 
 
@@ -71,9 +74,13 @@ def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Pat
     from analysis.outputs import save_figure, write_table
 
     study = declared.study
-    runs = read_runs(declared, results)
-    if len(runs) == 0:
-        print(f"{study}_{kind}: no metrics.json found under {results}", file=sys.stderr)
+    runs = read_runs(results)  # the rule's input: the runs are gathered once, by build_runs
+    if runs.empty:
+        print(
+            f"{study}_{kind}: no runs table {results}/tables/runs.csv; build it first: "
+            f"python -m analysis.build runs --study {study}",
+            file=sys.stderr,
+        )
         return 1
     module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
     made, names = getattr(module, f"make_{kind}")(runs, results), getattr(declared, kind)

@@ -1,5 +1,5 @@
 """What every study report shares: its sections in one order, the claims section with the
-verdict rule, tables and figures, saved generations, the command line and atomic publishing.
+verdict rule, tables and figures, saved generations and atomic publishing.
 
 A study's report module (``analysis.<study>_report``) supplies only what is its own, as
 functions ``build_report`` looks up by name: ``report_claims(inputs)``, ``what_was_run(inputs)``

@@ -118,12 +118,6 @@ def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.D
                                                               *CURVE_FIELDS])  # fmt: skip
 
 
-def squarehead_runs_csv(results: Path) -> pd.DataFrame:
-    """The study's collected runs (``tables/runs.csv``); empty when it was not collected yet."""
-    path = Path(results) / "tables" / "runs.csv"
-    return pd.read_csv(path, dtype={"target": str}) if path.is_file() else pd.DataFrame()
-
-
 def _curve(run_dir: Path, facts: dict[str, Any]) -> list[dict[str, Any]]:
     log = run_dir / "train_log.jsonl"
     if not log.is_file():

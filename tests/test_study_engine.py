@@ -68,7 +68,7 @@ def test_a_writer_makes_exactly_the_declared_outputs(tmp_path, monkeypatch):
 
     table = pd.DataFrame({"x": [1.0]})
     declared = {stem: (table, table) for stem in load_declaration("compare").tables}
-    monkeypatch.setattr(build, "read_runs", lambda *_: [1])
+    monkeypatch.setattr(build, "read_runs", lambda *_: table)  # any non-empty runs table
     monkeypatch.setattr(compare_tables, "make_tables", lambda *_: declared)
     argv = ["tables", "--study", "compare", "--results", str(tmp_path)]
     assert build.main([*argv, "--out", str(tmp_path / "out")]) == 0
@@ -90,6 +90,8 @@ def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
         assert build.main([kind, *empty, "--out", str(tmp_path / "out")]) == 1, kind
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("raptr_"), (kind, error)
+        if kind in ("tables", "figures"):  # made from the runs table, which is built first
+            assert error[0].endswith("python -m analysis.build runs --study raptr"), error
     assert not any(tmp_path.iterdir())  # nothing half-written
     with pytest.raises(SystemExit):  # a report's option is no table's
         build.main(["tables", *empty, "--high-sparsity", "0.7"])
