@@ -1,25 +1,32 @@
 """Invariants every registered training method is held to, parametrised over the registry.
 
-A new entry in ``sparselm.cli.method_registry.METHODS`` is checked here with no new test:
-its declared no-op trains bit for bit like dense, stop-and-resume equals an uninterrupted run,
-the FLOP ledger's total is the sum of its logged steps, and masks (where the hooks keep them)
-hold masked weights at exactly zero. Runs are composed from conf/ as a job composes them, on a
-4-layer smoke-sized model with dropout on, so a method that draws from the global RNG (and so
-shifts the dropout masks) cannot look like dense.
+A new entry in ``sparselm.cli.method_registry.METHODS`` (a module declaring ``METHOD``) is
+checked here with no new test: its declared no-op trains bit for bit like dense,
+stop-and-resume equals an uninterrupted run, the FLOP ledger's total is the sum of its logged
+steps, and masks (where the hooks keep them) hold masked weights at exactly zero. Runs are
+composed from conf/ as a job composes them, on a 4-layer smoke-sized model with dropout on, so
+a method that draws from the global RNG (and so shifts the dropout masks) cannot look like
+dense.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import RandomTokens
+from omegaconf import OmegaConf
 
 from sparselm.cli import builders
 from sparselm.cli.common import compose_config
-from sparselm.cli.method_registry import METHODS, method_hooks
+from sparselm.cli.method_registry import METHODS, declared_methods, method_hooks
+from sparselm.errors import ConfigError
+from sparselm.method_declaration import FULL_DEPTH
+from sparselm.methods.raptr import RaptrConfig, RaptrHook
 from sparselm.optim import build_adamw
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.train import TrainConfig, TrainRun, train
@@ -68,6 +75,38 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_registry_entries_have_a_noop() -> None:
     for name in ACTIVE:
         assert METHODS[name].noop, f"method {name} declares no no-op setting"
+
+
+def test_every_method_yaml_names_a_registered_method_and_back() -> None:
+    conf = Path(__file__).resolve().parents[1] / "conf" / "method"
+    names = {path.stem: yaml.safe_load(path.read_text())["name"] for path in conf.glob("*.yaml")}
+    assert all(stem == name for stem, name in names.items()), names
+    assert set(names) == set(METHODS)
+
+
+def test_a_module_that_declares_a_method_is_registered_without_a_registry_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "adding a method is one module + one YAML": a package holding a module that ends in
+    # METHOD = depth_method(...) and one that does not
+    package = tmp_path / "extra_methods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "keep_all.py").write_text(
+        "from sparselm.method_declaration import FULL_DEPTH, depth_method\n"
+        "from sparselm.methods.raptr import RaptrConfig, RaptrHook\n"
+        "METHOD = depth_method(RaptrConfig, RaptrHook, noop=FULL_DEPTH)\n"
+    )
+    (package / "helpers_only.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = declared_methods([importlib.import_module("extra_methods")])
+    assert list(found) == ["keep_all"]
+    entry = found["keep_all"]
+    assert entry.noop == FULL_DEPTH and entry.from_depth is RaptrHook
+    cfg = entry.parse(OmegaConf.create({"name": "keep_all", "stages": [1, 2]}))
+    assert isinstance(cfg, RaptrConfig) and tuple(cfg.stages) == (1, 2)
+    with pytest.raises(ConfigError, match="method.depth_typo"):
+        entry.parse(OmegaConf.create({"name": "keep_all", "depth_typo": 1}))
 
 
 @pytest.mark.parametrize("name", ACTIVE)

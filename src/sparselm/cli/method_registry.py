@@ -1,55 +1,45 @@
 """Every training method a run can name with ``method=<name>``, in one entry shape.
 
-A method is its module (config dataclass + hooks) under ``sparselm/methods`` or
-``sparselm/sparsity``, its YAML under ``conf/method/`` and one entry here saying how the
-``method`` node becomes hooks (SPDF's static masks are ``method=static``, like any other). The
-training loop never learns a method's name, and ``tests/test_methods.py`` runs the same
-invariants over every entry: the declared no-op trains exactly like dense, resume equals
-uninterrupted, the FLOP ledger adds up the logged steps, and masked weights stay zero.
+A method is two files: its module under ``sparselm/methods`` or ``sparselm/sparsity`` (config
+dataclass, hooks, and at its end ``METHOD = MethodDeclaration(...)`` from
+``sparselm.method_declaration``) and its YAML, ``conf/method/<name>.yaml``. ``declared_methods``
+registers every module that declares one, under the module's name (SPDF's static masks are
+``method=static``, like any other). Only the MST family is written here: four names over one
+nested schema with a parser of its own (``cli/mst_config.py``). The training loop never learns
+a method's name, and ``tests/test_methods.py`` runs the same invariants over every entry: the
+declared no-op trains exactly like dense, resume equals uninterrupted, the FLOP ledger adds up
+the logged steps, and masked weights stay zero.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import sparselm.methods
+import sparselm.sparsity
 from sparselm.cli.common import typed
 from sparselm.cli.mst_config import mst_config
 from sparselm.errors import ConfigError
 from sparselm.flops import DEFAULT_CONVENTION
 from sparselm.hooks import TrainHook
+from sparselm.method_declaration import MethodDeclaration, RunShape
 from sparselm.methods import mst
-from sparselm.methods.layer_drop import LayerDropConfig, LayerDropHook
-from sparselm.methods.raptr import RaptrConfig, RaptrHook
-from sparselm.methods.stacking import StackingConfig, StackingHook
 from sparselm.model import GPT
-from sparselm.sparsity.static import StaticSparsity, StaticSparsityConfig
-
-
-@dataclass(frozen=True)
-class RunShape:
-    """What a method built from the model also needs to know about the run."""
-
-    total_steps: int
-    seq_len: int
-    convention: str = DEFAULT_CONVENTION
 
 
 @dataclass(frozen=True)
 class Method:
-    """How ``method=<name>`` enters training.
-
-    ``parse`` turns the ``method`` node into the method's typed config (one line naming a bad
-    key); ``build`` makes the hooks for this model and run. ``owns_masks``: the hooks keep masks
-    (a ``MaskSet``) whose masked weights must stay exactly zero. ``noop``: overrides under which
-    the method must train exactly like the dense loop (checked bit for bit by
-    tests/test_methods.py).
-    ``short_run``: overrides under which the method acts within a dozen steps (schedules and
-    mask updates that a full run spreads over thousands), for the invariant tests.
+    """How ``method=<name>`` enters training: ``parse`` turns the ``method`` node into the
+    method's typed config (one line naming a bad key); the rest is the module's
+    ``MethodDeclaration`` (``build``, ``owns_masks``, ``noop``, ``short_run``, ``from_depth``).
     """
 
     parse: Callable[[DictConfig], Any]
@@ -57,8 +47,6 @@ class Method:
     owns_masks: bool = False
     noop: tuple[str, ...] = ()
     short_run: tuple[str, ...] = ()
-    # (config, n_layer, total_steps) -> hook, for methods that need no model (layer paths);
-    # the analysis rebuilds their schedules from a run's config.yaml with it
     from_depth: Callable[[Any, int, int], TrainHook] | None = None
 
 
@@ -73,28 +61,32 @@ def _fields(node: DictConfig) -> DictConfig:
     return OmegaConf.create({k: node[k] for k in node if k != "name"})
 
 
-def _build_static(cfg: StaticSparsityConfig, model: GPT, run: RunShape) -> list[TrainHook]:
-    return [StaticSparsity.from_config(model.block_linears(), cfg)]
-
-
-def depth_method(
-    config_cls: type,
-    hook_cls: type[TrainHook],
-    noop: tuple[str, ...],
-    short_run: tuple[str, ...] = (),
-) -> Method:
-    """A method whose hook needs only the model's depth and the run's length (layer paths)."""
+def from_declaration(declared: MethodDeclaration) -> Method:
+    """The registry entry of a module's declaration: its YAML keys fill ``declared.config``."""
 
     def parse(node: DictConfig) -> Any:
-        return typed(config_cls, _fields(node), "method")
+        return typed(declared.config, _fields(node), "method")
 
-    def build(cfg: Any, model: GPT, run: RunShape) -> list[TrainHook]:
-        try:
-            return [hook_cls(cfg, model.config.n_layer, run.total_steps)]
-        except ValueError as e:
-            raise ConfigError(f"method: {e}") from None
+    return Method(
+        parse=parse,
+        build=declared.build,
+        owns_masks=declared.owns_masks,
+        noop=declared.noop,
+        short_run=declared.short_run,
+        from_depth=declared.from_depth,
+    )
 
-    return Method(parse=parse, build=build, noop=noop, short_run=short_run, from_depth=hook_cls)
+
+def declared_methods(packages: Iterable[ModuleType]) -> dict[str, Method]:
+    """Every module of ``packages`` that declares ``METHOD``, by module name."""
+    found = {}
+    for package in packages:
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            declared = getattr(module, "METHOD", None)
+            if isinstance(declared, MethodDeclaration):
+                found[info.name] = from_declaration(declared)
+    return found
 
 
 def _build_mst(cfg: mst.MSTConfig, model: GPT, run: RunShape) -> list[TrainHook]:
@@ -112,8 +104,6 @@ def _build_mst(cfg: mst.MSTConfig, model: GPT, run: RunShape) -> list[TrainHook]
     return hooks
 
 
-# one stage covering the whole depth from the first step: every block runs, unscaled
-_FULL_DEPTH = ("method.reference_depth=1", "method.stages=[1]", "method.fractions=null")
 # density 1 everywhere, no mask update (so no skipped optimizer step), dense attention
 _MST_NOOP = (
     "method.target_reduction=null",
@@ -138,21 +128,7 @@ _MST = Method(
 
 METHODS: dict[str, Method] = {
     "none": Method(parse=_plain_loop, build=lambda cfg, model, run: []),
-    # SPDF's static masks on the block linears; level 0 keeps every weight (exact x1 masking)
-    "static": Method(
-        parse=lambda node: typed(StaticSparsityConfig, _fields(node), "method"),
-        build=_build_static,
-        owns_masks=True,
-        noop=("method.level=0.0",),
-    ),
-    "raptr": depth_method(RaptrConfig, RaptrHook, noop=_FULL_DEPTH),
-    "stacking": depth_method(StackingConfig, StackingHook, noop=_FULL_DEPTH),
-    "layer_drop": depth_method(
-        LayerDropConfig,
-        LayerDropHook,
-        noop=("method.theta_bar=1.0",),
-        short_run=("method.gamma=0.3",),
-    ),
+    **declared_methods([sparselm.methods, sparselm.sparsity]),
     # one schema (conf/method/mst.yaml), different defaults
     "mst": _MST,
     "rigl": _MST,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparselm.errors import ConfigError
+from sparselm.method_declaration import depth_method
 from sparselm.methods.block_path import BlockPathHook, bernoulli_path, step_rng
 from sparselm.methods.raptr import SCALINGS
 from sparselm.schedules import pld_keep_ratio, pld_layer_keep_probs
@@ -86,3 +87,12 @@ class LayerDropHook(BlockPathHook):
             "pld_theta": pld_keep_ratio(step, self.cfg.theta_bar, self.cfg.gamma),
             "path_len": len(self.plan(step)),
         }
+
+
+# θ̄ = 1 keeps every block at every step
+METHOD = depth_method(
+    LayerDropConfig,
+    LayerDropHook,
+    noop=("method.theta_bar=1.0",),
+    short_run=("method.gamma=0.3",),
+)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparselm.errors import ConfigError
+from sparselm.method_declaration import FULL_DEPTH, depth_method
 from sparselm.methods.block_path import BlockPathHook, bernoulli_path, step_rng
 from sparselm.schedules import Stage, stage_at
 
@@ -194,3 +195,6 @@ class RaptrHook(BlockPathHook):
             "raptr_expected_len": stage.path_len,
             "path_len": len(self.plan(step)),
         }
+
+
+METHOD = depth_method(RaptrConfig, RaptrHook, noop=FULL_DEPTH)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sparselm.errors import ConfigError
+from sparselm.method_declaration import FULL_DEPTH, depth_method
 from sparselm.methods.block_path import BlockPathHook
 from sparselm.methods.raptr import StageScheduleConfig, scaled_stages
 from sparselm.schedules import Stage, stage_at
@@ -100,3 +101,6 @@ class StackingHook(BlockPathHook):
             "stacking_stage": stage_at(step, self.total_steps, self.stages)[0],
             "path_len": self.depth(step),
         }
+
+
+METHOD = depth_method(StackingConfig, StackingHook, noop=FULL_DEPTH)

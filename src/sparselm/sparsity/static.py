@@ -11,7 +11,8 @@ from torch import nn
 
 from sparselm.errors import ConfigError
 from sparselm.hooks import TrainHook
-from sparselm.model import LINEAR_KINDS, BlockLinear
+from sparselm.method_declaration import MethodDeclaration, RunShape
+from sparselm.model import GPT, LINEAR_KINDS, BlockLinear
 from sparselm.sparsity.mask_set import MaskSet
 from sparselm.sparsity.masks import (
     DISTRIBUTIONS,
@@ -132,3 +133,13 @@ def _density_by_kind(targets: list[BlockLinear], masks: MaskSet) -> dict[str, fl
         kept[t.kind] = kept.get(t.kind, 0) + int(m.sum())
         total[t.kind] = total.get(t.kind, 0) + m.numel()
     return {k: kept[k] / total[k] for k in kept}
+
+
+def _build(cfg: StaticSparsityConfig, model: GPT, run: RunShape) -> list[TrainHook]:
+    return [StaticSparsity.from_config(model.block_linears(), cfg)]
+
+
+# method=static: SPDF's masks on the block linears; level 0 keeps every weight (exact x1 masking)
+METHOD = MethodDeclaration(
+    StaticSparsityConfig, _build, owns_masks=True, noop=("method.level=0.0",)
+)
