@@ -1,7 +1,9 @@
-"""The line every report carries under its title: the scale and the code that produced it."""
+"""What every report states of its origin: under its title, the scale and the code that produced
+it; under *Provenance*, the machines its training runs ran on."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -45,3 +47,30 @@ def with_stamp(text: str, scale: str | None) -> str:
     """``text`` with the stamp inserted after its title line."""
     title, _, rest = text.partition("\n")
     return f"{title}\n\n{stamp(scale)}\n{rest}"
+
+
+def machines_line(results_dir: Path) -> str:
+    """Which machines the study's training runs ran on, from each ``metrics.json``'s
+    ``environment`` (``sparselm.environment``), with how many runs each."""
+    counts: dict[str, int] = {}
+    for path in sorted(results_dir.rglob("metrics.json")):
+        data = json.loads(path.read_text())
+        if "final_train_loss" not in data:  # scoring jobs record no training environment
+            continue
+        env = data.get("environment")
+        key = (
+            f"{env['cpu']}, accelerator {env['accelerator']}, torch {env['torch']}, "
+            f"{env['threads']} thread(s) x {env['world_size']} rank(s)"
+            if isinstance(env, dict)
+            else "not recorded (made before runs recorded it)"
+        )
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return "Training runs' machines: none found."
+    shown = "; ".join(f"{key}: {n} run(s)" for key, n in counts.items())
+    return (
+        f"Training runs' machines ({results_dir}/**/metrics.json, `environment`): {shown}. "
+        "Another CPU or GPU rounds differently: a rerun there moves losses in the third "
+        "decimal, and a verdict whose interval ends near its tolerance can change "
+        "(docs/measurements.md)."
+    )

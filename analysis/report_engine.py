@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.generations import generations_section
-from analysis.provenance import with_stamp
+from analysis.provenance import machines_line, with_stamp
 from analysis.run_specs import RunSpec, load_specs
 from analysis.study_declaration import StudyDeclaration, load_declaration
 from analysis.verdicts import RULES_MD, Claim
@@ -47,7 +47,7 @@ class Report:
 
 def render_report(report: Report, inputs: Any, out: Path) -> str:
     """Title, generated-by line, summary, what was run, claims, tables, figures, saved
-    generations, caveats, provenance."""
+    generations, caveats, provenance (the study's, then the machines its runs trained on)."""
     command = f"python -m analysis.build report --study {report.study}"
     lines = [
         f"# {report.title} — reproduction report",
@@ -62,6 +62,7 @@ def render_report(report: Report, inputs: Any, out: Path) -> str:
     declared = load_declaration(report.study)  # tables and figures in their declared order
     lines += tables_and_figures(inputs, declared.tables, declared.figures, out)
     lines += ["## Caveats", "", *report.caveats, "", "## Provenance", "", *report.provenance]
+    lines += ["", machines_line(inputs.tables_dir.parent)]
     return "\n".join(lines) + "\n"
 
 

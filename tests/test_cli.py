@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -60,6 +61,10 @@ def test_pretrain_writes_outputs_and_keeps_exact_sparsity(sparse_run):
     metrics = json.loads((sparse_run / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["final_val_loss"] < 7.0
     assert metrics["flops_reduction"] > 1.5
+    # the machine it trained on, for a reader comparing a rerun elsewhere
+    env = metrics["environment"]
+    assert env["torch"] == torch.__version__ and env["accelerator"] == "none"
+    assert env["threads"] == torch.get_num_threads() and env["world_size"] == 1 and env["cpu"]
     log = [json.loads(line) for line in (sparse_run / "train_log.jsonl").read_text().splitlines()]
     for key in (
         "step",

@@ -61,6 +61,28 @@ def test_a_report_has_a_section_per_declared_table_and_figure_in_declared_order(
         study_files("compare", results)
 
 
+def test_a_report_names_the_machines_its_training_runs_ran_on(tmp_path):
+    import json
+
+    from analysis.provenance import machines_line
+
+    env = {"cpu": "CPU X", "accelerator": "none", "torch": "2.13.0", "python": "3.11",
+           "threads": 1, "world_size": 1}  # fmt: skip
+    runs = {
+        "pretrain/a_seed0": {"final_train_loss": 6.0, "environment": env},
+        "pretrain/a_seed1": {"final_train_loss": 6.1, "environment": env},
+        "pretrain/b_seed0": {"final_train_loss": 6.2},  # made before runs recorded it
+        "eval_zeroshot/a_seed0": {"lambada/acc": 0.1},  # scoring: not a training run
+    }
+    for name, metrics in runs.items():
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    line = machines_line(tmp_path)
+    assert "CPU X, accelerator none, torch 2.13.0, 1 thread(s) x 1 rank(s): 2 run(s)" in line
+    assert "not recorded (made before runs recorded it): 1 run(s)" in line
+    assert line.count("run(s)") == 2
+
+
 def test_a_writer_makes_exactly_the_declared_outputs(tmp_path, monkeypatch):
     import pandas as pd
 

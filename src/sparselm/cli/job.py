@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sparselm.cli.common import write_json_atomic
+from sparselm.environment import run_environment
 from sparselm.train import TrainRun, train
 
 
@@ -14,7 +15,8 @@ def train_and_record(
 ) -> dict[str, Any]:
     """Train, add the job's own fields, and write ``metrics.json`` last (it marks completion).
 
-    ``describe`` maps the training metrics to extra fields. A failure closes the tracker as
+    ``describe`` maps the training metrics to extra fields; ``environment`` names the machine
+    (``sparselm.environment``). A failure closes the tracker as
     failed and leaves no ``metrics.json``, so nothing half-done looks complete. Under torchrun
     only rank 0 records; the other ranks train.
     """
@@ -28,5 +30,7 @@ def train_and_record(
     metrics |= describe(metrics)
     run.tracker.summary(metrics)
     run.tracker.finish()
+    device = next(run.model.parameters()).device
+    metrics["environment"] = run_environment(device, run.dist.world_size)
     write_json_atomic(run.out_dir / "metrics.json", metrics)
     return metrics
