@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from analysis.run_specs import RunSpec, in_order
-from sparselm.cli.method_registry import METHODS
+from sparselm.cli.method_registry import METHODS, parse_method
 from sparselm.methods.layer_drop import keep_probs
 from sparselm.schedules import stage_starts
 
@@ -38,7 +38,7 @@ def ordered_variants(names: Iterable[str]) -> list[str]:
 def _hook(spec: RunSpec):
     """The method's hook, built exactly as the pre-training job built it."""
     entry = METHODS[spec.method_name]
-    cfg = entry.parse(OmegaConf.create(spec.method))
+    cfg = parse_method(entry, OmegaConf.create(spec.method))
     return cfg, entry.from_depth(cfg, spec.n_layer, spec.steps)
 
 

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from sparselm.cli import builders
 from sparselm.cli.common import compose_config
-from sparselm.cli.method_registry import METHODS, declared_methods, method_hooks
+from sparselm.cli.method_registry import METHODS, declared_methods, method_hooks, parse_method
 from sparselm.errors import ConfigError
 from sparselm.method_declaration import FULL_DEPTH
 from sparselm.methods.raptr import RaptrConfig, RaptrHook
@@ -103,10 +103,10 @@ def test_a_module_that_declares_a_method_is_registered_without_a_registry_line(
     assert list(found) == ["keep_all"]
     entry = found["keep_all"]
     assert entry.noop == FULL_DEPTH and entry.from_depth is RaptrHook
-    cfg = entry.parse(OmegaConf.create({"name": "keep_all", "stages": [1, 2]}))
+    cfg = parse_method(entry, OmegaConf.create({"name": "keep_all", "stages": [1, 2]}))
     assert isinstance(cfg, RaptrConfig) and tuple(cfg.stages) == (1, 2)
     with pytest.raises(ConfigError, match="method.depth_typo"):
-        entry.parse(OmegaConf.create({"name": "keep_all", "depth_typo": 1}))
+        parse_method(entry, OmegaConf.create({"name": "keep_all", "depth_typo": 1}))
 
 
 @pytest.mark.parametrize("name", ACTIVE)

@@ -2,8 +2,9 @@
 
 The same code, seed and data give bit-identical runs on one machine, but another CPU's or
 GPU's kernels round differently, and a few hundred steps later the losses differ in the third
-decimal (docs/measurements.md, "Rerunning on another machine"). A report names the machines
-its runs trained on, so a reader comparing a rerun knows which numbers to expect bit for bit.
+decimal (docs/measurements.md, "Rerunning the `tiny` studies on another machine"). A report
+names the machines its runs trained on, so a reader comparing a rerun knows which numbers to
+expect bit for bit.
 """
 
 from __future__ import annotations

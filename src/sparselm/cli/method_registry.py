@@ -36,24 +36,15 @@ from sparselm.model import GPT
 
 
 @dataclass(frozen=True)
-class Method:
-    """How ``method=<name>`` enters training: ``parse`` turns the ``method`` node into the
-    method's typed config (one line naming a bad key); the rest is the module's
-    ``MethodDeclaration`` (``build``, ``owns_masks``, ``noop``, ``short_run``, ``from_depth``).
-    """
-
-    parse: Callable[[DictConfig], Any]
-    build: Callable[[Any, GPT, RunShape], list[TrainHook]]
-    owns_masks: bool = False
-    noop: tuple[str, ...] = ()
-    short_run: tuple[str, ...] = ()
-    from_depth: Callable[[Any, int, int], TrainHook] | None = None
+class PlainLoop:
+    """``method=none``: the loop alone, no keys."""
 
 
-def _plain_loop(node: DictConfig) -> None:
+def _plain_loop(node: DictConfig) -> PlainLoop:
     extra = sorted(k for k in node if k != "name")
     if extra:
         raise ConfigError(f"method.{extra[0]} is not a key of method=none")
+    return PlainLoop()
 
 
 def _fields(node: DictConfig) -> DictConfig:
@@ -61,23 +52,20 @@ def _fields(node: DictConfig) -> DictConfig:
     return OmegaConf.create({k: node[k] for k in node if k != "name"})
 
 
-def from_declaration(declared: MethodDeclaration) -> Method:
-    """The registry entry of a module's declaration: its YAML keys fill ``declared.config``."""
-
-    def parse(node: DictConfig) -> Any:
-        return typed(declared.config, _fields(node), "method")
-
-    return Method(
-        parse=parse,
-        build=declared.build,
-        owns_masks=declared.owns_masks,
-        noop=declared.noop,
-        short_run=declared.short_run,
-        from_depth=declared.from_depth,
-    )
+# configs with a parser of their own; every other one is flat, filled key by key by ``typed``
+_PARSERS: dict[type, Callable[[DictConfig], Any]] = {
+    PlainLoop: _plain_loop,
+    mst.MSTConfig: mst_config,
+}
 
 
-def declared_methods(packages: Iterable[ModuleType]) -> dict[str, Method]:
+def parse_method(declared: MethodDeclaration, node: DictConfig) -> Any:
+    """The method's typed config from the ``method`` node; a bad key fails in one line."""
+    parser = _PARSERS.get(declared.config)
+    return parser(node) if parser else typed(declared.config, _fields(node), "method")
+
+
+def declared_methods(packages: Iterable[ModuleType]) -> dict[str, MethodDeclaration]:
     """Every module of ``packages`` that declares ``METHOD``, by module name."""
     found = {}
     for package in packages:
@@ -85,7 +73,7 @@ def declared_methods(packages: Iterable[ModuleType]) -> dict[str, Method]:
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             declared = getattr(module, "METHOD", None)
             if isinstance(declared, MethodDeclaration):
-                found[info.name] = from_declaration(declared)
+                found[info.name] = declared
     return found
 
 
@@ -113,9 +101,9 @@ _MST_NOOP = (
     "method.sparsity.dst.end_frac=0.0",
     "method.hsa.enabled=false",
 )
-_MST = Method(
-    parse=mst_config,
-    build=_build_mst,
+_MST = MethodDeclaration(
+    mst.MSTConfig,
+    _build_mst,
     owns_masks=True,
     noop=_MST_NOOP,
     # an update every 3 steps costs dense gradients often: 4x is out of reach in 12 steps
@@ -126,8 +114,8 @@ _MST = Method(
     ),
 )
 
-METHODS: dict[str, Method] = {
-    "none": Method(parse=_plain_loop, build=lambda cfg, model, run: []),
+METHODS: dict[str, MethodDeclaration] = {
+    "none": MethodDeclaration(PlainLoop, lambda cfg, model, run: []),
     **declared_methods([sparselm.methods, sparselm.sparsity]),
     # one schema (conf/method/mst.yaml), different defaults
     "mst": _MST,
@@ -137,7 +125,7 @@ METHODS: dict[str, Method] = {
 }
 
 
-def method_entry(name: Any) -> Method:
+def method_entry(name: Any) -> MethodDeclaration:
     if name not in METHODS:
         raise ConfigError(f"method.name={name!r} is unknown; allowed: {', '.join(METHODS)}")
     return METHODS[name]
@@ -147,7 +135,7 @@ def method_hooks(cfg: DictConfig, model: GPT, total_steps: int) -> list[TrainHoo
     """The hooks of ``cfg.method`` (a training method on top of the loop) for this model."""
     node = cfg.get("method") or OmegaConf.create({"name": "none"})
     entry = method_entry(node.get("name"))
-    parsed = entry.parse(node)
+    parsed = parse_method(entry, node)
     run = RunShape(
         total_steps=total_steps,
         seq_len=int(OmegaConf.select(cfg, "train.seq_len", default=model.config.block_size)),
