@@ -7,12 +7,15 @@ and ``caveats(inputs)``, and where it has them ``load_inputs(results_dir, study)
 study's ``StudyFiles``), ``summary(claims, inputs)``, ``provenance(inputs)`` (default:
 ``files_provenance``) and ``add_args(parser)`` (extra options, passed on to ``load_inputs`` by
 name). ``python -m analysis.build report --study <study>`` runs it; a study that reuses another's
-analysis (its declaration's ``analysis`` key) runs that study's module. The declaration gives
+analysis (its declaration's ``analysis`` key) runs that study's module, with the
+``report_claims`` of its own ``analysis.<study>_claims`` where it has one. The declaration gives
 the title and the claims' source; ``render_report`` lays every report out the same way.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -226,6 +229,16 @@ def copy_figures(figures: dict[str, Path], out: Path) -> dict[str, Path]:
     return copies
 
 
+def claims_function(declared: StudyDeclaration, module: ModuleType) -> Callable[[Any], list]:
+    """The study's ``report_claims``: from its own ``analysis.<study>_claims`` when it reuses
+    another study's analysis and has a claims module (its own questions about the same tables),
+    else the report module's."""
+    own = f"analysis.{declared.study}_claims"
+    if declared.analysis and importlib.util.find_spec(own) is not None:
+        return importlib.import_module(own).report_claims
+    return module.report_claims
+
+
 def build_report(
     module: ModuleType,
     declared: StudyDeclaration,
@@ -246,8 +259,10 @@ def build_report(
         print(f"{study}_report: {err}", file=sys.stderr)
         return 1
 
+    report_claims = claims_function(declared, module)
+
     def render(inputs: Any, out: Path) -> str:
-        claims = module.report_claims(inputs)
+        claims = report_claims(inputs)
         summary = getattr(module, "summary", None)
         report = Report(
             title=declared.title,

@@ -186,10 +186,9 @@ def test_a_configfile_overrides_one_scale_of_a_declared_grid(data_dir, tmp_path)
     assert "seed1" in proc.stdout  # the second seed's runs, with the grid's other keys kept
 
 
-def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir, tmp_path):
-    """``trio`` (dense, static sparse and RigL) is one declaration file that reuses the
-    comparison study's analysis: the pipeline schedules its runs and analysis, and its report
-    is made from its runs (the comparison study's recorded smoke jobs of those variants)."""
+def trio_checkout(tmp_path: Path) -> Path:
+    """A copy of the checkout with one more declaration, ``trio`` (dense, static sparse and
+    RigL at the smoke scale), that reuses the comparison study's analysis."""
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     for name in ("Snakefile", "environment.yml", "pipelines", "analysis", "src", "conf"):
@@ -213,20 +212,13 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
         },
     }
     (checkout / "pipelines" / "studies" / "trio.yaml").write_text(yaml.safe_dump(trio))
-    results = tmp_path / "results"
-    proc = snakemake(
-        "reproduce_trio", "-n", "-p", "--config", "scale=smoke", f"data_dir={data_dir}",
-        f"results_dir={results}", data_dir=data_dir, cwd=checkout,
-    )  # fmt: skip
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    for kind in ("tables", "figures", "report"):
-        assert (
-            f"python -m analysis.build {kind} --study trio --results {results}/trio" in proc.stdout
-        )
-    for variant in TRIO:
-        assert f"logger.name=pretrain-{variant}-seed0 " in proc.stdout, variant
+    return checkout
 
-    study = results / "trio"
+
+def build_trio_report(checkout: Path, tmp_path: Path) -> str:
+    """Trio's runs table, tables, figures and report, made from its runs (the comparison
+    study's recorded smoke jobs of those variants); the report's text."""
+    study = tmp_path / "results" / "trio"
     for variant in TRIO:
         run = f"{variant}_seed0"
         shutil.copytree(RECORDED / "compare" / "pretrain" / run, study / "pretrain" / run)
@@ -244,6 +236,52 @@ def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir
         assert done.returncode == 0, done.stderr[-2000:]
     table = pd.read_csv(study / "tables" / "compare_table_main.csv")
     assert list(table["variant"]) == list(TRIO)
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_a_study_that_reuses_another_studys_analysis_is_one_declaration(data_dir, tmp_path):
+    """``trio`` is one declaration file: the pipeline schedules its runs and analysis, and its
+    report, with the comparison study's claims, is made from its runs."""
+    checkout = trio_checkout(tmp_path)
+    results = tmp_path / "results"
+    proc = snakemake(
+        "reproduce_trio", "-n", "-p", "--config", "scale=smoke", f"data_dir={data_dir}",
+        f"results_dir={results}", data_dir=data_dir, cwd=checkout,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    for kind in ("tables", "figures", "report"):
+        assert (
+            f"python -m analysis.build {kind} --study trio --results {results}/trio" in proc.stdout
+        )
+    for variant in TRIO:
+        assert f"logger.name=pretrain-{variant}-seed0 " in proc.stdout, variant
+
+    text = build_trio_report(checkout, tmp_path)
     assert text.startswith("# Trio: dense, static sparse and RigL — reproduction report")
     assert "`python -m analysis.build report --study trio` from files under results/trio" in text
+    assert "| (a) static reaches a lower val loss than dense at equal training FLOPs |" in text
+
+
+TRIO_CLAIMS = '''"""Trio's own question about the comparison study's tables."""
+
+from analysis.verdicts import Claim, Interval, at_most
+
+
+def report_claims(inputs):
+    runs = inputs.per_run.set_index(["variant", "seed"])["final_val_loss"]
+    delta = (runs["rigl"] - runs["static"]).dropna()
+    interval = Interval.of(delta.tolist())
+    statement = "rigl ends at or below static's final val loss"
+    return [Claim("a", statement, at_most(interval, 0.0), interval.text(3, " nats"))]
+'''
+
+
+def test_a_reusing_study_asks_its_own_questions_with_a_claims_module_alone(tmp_path):
+    """``trio`` plus ``analysis/trio_claims.py``: the report keeps the comparison study's
+    tables and figures and carries trio's claims instead of the comparison study's."""
+    checkout = trio_checkout(tmp_path)
+    (checkout / "analysis" / "trio_claims.py").write_text(TRIO_CLAIMS)
+    text = build_trio_report(checkout, tmp_path)
+    assert "| (a) rigl ends at or below static's final val loss | INCONCLUSIVE |" in text  # n=1
+    assert "at equal training FLOPs" not in text  # the comparison study's claims are gone
+    assert "## Comparison: final val loss" in text and "![Val loss vs cumulative" in text
