@@ -98,9 +98,18 @@ def test_a_module_that_declares_a_method_is_registered_without_a_registry_line(
         "METHOD = depth_method(RaptrConfig, RaptrHook, noop=FULL_DEPTH)\n"
     )
     (package / "helpers_only.py").write_text("VALUE = 1\n")
+    # one declaration under two names (two YAMLs with other defaults)
+    (package / "pair.py").write_text(
+        "from sparselm.method_declaration import FULL_DEPTH, depth_method\n"
+        "from sparselm.methods.raptr import RaptrConfig, RaptrHook\n"
+        "from dataclasses import replace\n"
+        "METHOD = replace(depth_method(RaptrConfig, RaptrHook, noop=FULL_DEPTH),"
+        " names=('first', 'second'))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     found = declared_methods([importlib.import_module("extra_methods")])
-    assert list(found) == ["keep_all"]
+    assert sorted(found) == ["first", "keep_all", "second"]
+    assert found["first"] is found["second"]
     entry = found["keep_all"]
     assert entry.noop == FULL_DEPTH and entry.from_depth is RaptrHook
     cfg = parse_method(entry, OmegaConf.create({"name": "keep_all", "stages": [1, 2]}))

@@ -41,6 +41,8 @@ class MethodDeclaration:
     overrides under which it acts within a dozen steps (both for ``tests/test_methods.py``).
     ``from_depth(config, n_layer, total_steps)``: its hook without a model, for a method that
     needs only the depth (the analysis rebuilds layer-path schedules from a run's config.yaml).
+    ``names``: the ``method=`` names it answers to, each with its own YAML (one schema, other
+    defaults); empty: the module's name.
     """
 
     config: type
@@ -49,6 +51,7 @@ class MethodDeclaration:
     noop: tuple[str, ...] = ()
     short_run: tuple[str, ...] = ()
     from_depth: Callable[[Any, int, int], TrainHook] | None = None
+    names: tuple[str, ...] = ()
 
 
 def depth_method(

@@ -4,18 +4,19 @@ A method is two files: its module under ``sparselm/methods`` or ``sparselm/spars
 dataclass, hooks, and at its end ``METHOD = MethodDeclaration(...)`` from
 ``sparselm.method_declaration``) and its YAML, ``conf/method/<name>.yaml``. ``declared_methods``
 registers every module that declares one, under the module's name (SPDF's static masks are
-``method=static``, like any other). Only the MST family is written here: four names over one
-nested schema with a parser of its own (``cli/mst_config.py``). The training loop never learns
-a method's name, and ``tests/test_methods.py`` runs the same invariants over every entry: the
-declared no-op trains exactly like dense, resume equals uninterrupted, the FLOP ledger adds up
-the logged steps, and masked weights stay zero.
+``method=static``, like any other) or the names it declares (the MST family, ``mst_family.py``:
+four names over one schema). Only ``method=none`` is written here. A config is filled key by
+key (``typed``) unless its type has a parser of its own (the MST family's nested schema,
+``cli/mst_config.py``). The training loop never learns a method's name, and
+``tests/test_methods.py`` runs the same invariants over every entry: the declared no-op trains
+exactly like dense, resume equals uninterrupted, the FLOP ledger adds up the logged steps, and
+masked weights stay zero.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -66,62 +67,21 @@ def parse_method(declared: MethodDeclaration, node: DictConfig) -> Any:
 
 
 def declared_methods(packages: Iterable[ModuleType]) -> dict[str, MethodDeclaration]:
-    """Every module of ``packages`` that declares ``METHOD``, by module name."""
+    """Every module of ``packages`` that declares ``METHOD``, by module name (or by the names
+    the declaration gives)."""
     found = {}
     for package in packages:
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             declared = getattr(module, "METHOD", None)
             if isinstance(declared, MethodDeclaration):
-                found[info.name] = declared
+                found.update(dict.fromkeys(declared.names or (info.name,), declared))
     return found
 
-
-def _build_mst(cfg: mst.MSTConfig, model: GPT, run: RunShape) -> list[TrainHook]:
-    plan, hooks = mst.build_hooks(cfg, model, run.total_steps, run.seq_len, run.convention)
-    solved = plan.cfg
-    if cfg.target_reduction is not None:  # the job's log records what the budget fixed
-        bases = mst.attention_bases(plan)
-        print(
-            f"method: {solved.knob}={solved.knob_value():.6f} gives "
-            f"{plan.ledger()['reduction']:.4f}x fewer training FLOPs ({run.convention}, "
-            f"attention basis {bases['target_basis']}; full_t2 {bases['full_t2']:.4f}x, "
-            f"causal_pairs {bases['causal_pairs']:.4f}x)",
-            file=sys.stderr,
-        )
-    return hooks
-
-
-# density 1 everywhere, no mask update (so no skipped optimizer step), dense attention
-_MST_NOOP = (
-    "method.target_reduction=null",
-    "method.sparsity.schedule=constant",
-    "method.sparsity.level=0.0",
-    "method.sparsity.dst.drop_fraction=0.0",
-    "method.sparsity.dst.end_frac=0.0",
-    "method.hsa.enabled=false",
-)
-_MST = MethodDeclaration(
-    mst.MSTConfig,
-    _build_mst,
-    owns_masks=True,
-    noop=_MST_NOOP,
-    # an update every 3 steps costs dense gradients often: 4x is out of reach in 12 steps
-    short_run=(
-        "method.sparsity.dst.interval=3",
-        "method.hsa.stride=8",
-        "method.target_reduction=2.0",
-    ),
-)
 
 METHODS: dict[str, MethodDeclaration] = {
     "none": MethodDeclaration(PlainLoop, lambda cfg, model, run: []),
     **declared_methods([sparselm.methods, sparselm.sparsity]),
-    # one schema (conf/method/mst.yaml), different defaults
-    "mst": _MST,
-    "rigl": _MST,
-    "set": _MST,
-    "static_sparse": _MST,
 }
 
 
