@@ -4,8 +4,9 @@ Useful to compare a study while it runs elsewhere. Runs are grouped by study (th
 and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies; for SPDF, the
 values its files would give (``analysis.collect.run_values``, through the runs each config
 names, found by the ``run_dir`` every job logs beside its config); the table is built by the
-same function as from files. Every study is supported: the comparison table reads every
-pre-training run's logged history too (its eval curve and step times); a SquareHead student's
+same function as from files. Every declared study whose analysis is one of the five (its own,
+or the one its declaration's ``analysis`` key reuses) is supported: the comparison table reads
+every pre-training run's logged history too (its eval curve and step times); a SquareHead student's
 facts come from its config, paired with its scoring job by name
 (``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``). It needs network access and a W&B
 login, so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with one line.
@@ -46,10 +47,12 @@ from analysis.collect import (
 )
 from analysis.run_specs import RunSpec, spec_from_config
 from analysis.spdf_tables import main_table
+from analysis.study_declaration import STUDIES_DIR, declared_studies, load_declaration
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
-VARIANT_STUDIES = ("raptr", "mst", "compare")
-STUDIES = ("spdf", *VARIANT_STUDIES, "squarehead")
+# the analyses whose main table W&B runs can rebuild; a declared study reusing one of them
+# (its declaration's ``analysis`` key) is rebuilt by it
+ANALYSES = ("spdf", "raptr", "mst", "compare", "squarehead")
 # logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
 RUN_NAME = re.compile(
     r"^(?:pretrain|eval-zeroshot)-(?P<variant>[a-z][a-z0-9_]*)-seed(?P<seed>\d+)$"
@@ -197,25 +200,43 @@ def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows), n_runs
 
 
-def study_table(study: str, runs: list[Any]) -> tuple[pd.DataFrame, int]:
+def study_analysis(study: str, studies_dir: Path = STUDIES_DIR) -> str:
+    """The analysis that makes ``study``'s main table (its own, or the one it reuses); one line
+    naming the study when W&B runs cannot rebuild it."""
+    declared = declared_studies(studies_dir)
+    if study not in declared:
+        raise WandbUnavailable(f"--study {study!r} is not a declared study: {', '.join(declared)}")
+    analysis = load_declaration(study, studies_dir).modules
+    if analysis not in ANALYSES:
+        raise WandbUnavailable(
+            f"study {study!r}: its tables (analysis.{analysis}_tables) have no W&B reader; "
+            f"those that do: {', '.join(ANALYSES)}"
+        )
+    return analysis
+
+
+def study_table(
+    study: str, runs: list[Any], studies_dir: Path = STUDIES_DIR
+) -> tuple[pd.DataFrame, int]:
     """The study's main table from its W&B runs, and how many runs it read."""
-    if study == "squarehead":
+    analysis = study_analysis(study, studies_dir)
+    if analysis == "squarehead":
         frame, n_runs = squarehead_frame(runs)
         return squarehead_tables.main_table(frame), n_runs
-    if study == "spdf":
+    if analysis == "spdf":
         return main_table(pd.DataFrame(spdf_rows(runs), columns=COLUMNS)), len(runs)
     rows = [row for run in runs for row in variant_rows(run)]
     if not rows:
         raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
     n_runs = len({r["source"] for r in rows})
-    if study == "compare":
+    if analysis == "compare":
         curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
         curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
         labels = compare_tables.labels_from_specs(variant_specs(runs))
         return compare_tables.main_table(frame, curves, labels), n_runs
     specs = variant_specs(runs)
-    table_of = raptr_tables.main_table if study == "raptr" else mst_tables.main_table
+    table_of = raptr_tables.main_table if analysis == "raptr" else mst_tables.main_table
     return table_of(frame, specs), n_runs
 
 
@@ -253,16 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entity", required=True)
     parser.add_argument("--project", default="sparselm")
     parser.add_argument("--group", default="spdf", help="the W&B run group (the study's name)")
-    parser.add_argument("--study", choices=STUDIES, help="which table (default: the group)")
+    parser.add_argument("--study", help="a declared study: which table (default: the group)")
     parser.add_argument("--out", type=Path, required=True, help="CSV for the main table")
     args = parser.parse_args(argv)
     study = args.study or args.group
-    if study not in STUDIES:
-        print(
-            f"wandb_compare: --study {study!r} is not one of {', '.join(STUDIES)}", file=sys.stderr
-        )
-        return 2
     try:
+        study_analysis(study)  # a study it cannot rebuild fails before the network is asked
         table, n_runs = study_table(study, fetch_runs(args.entity, args.project, args.group))
     except (WandbUnavailable, RunFilesError) as err:
         print(f"wandb_compare: {err}", file=sys.stderr)

@@ -1,8 +1,13 @@
-"""Small shared builders for tests: a toy GPT and a deterministic batch source."""
+"""Small shared builders for tests: a toy GPT, a deterministic batch source and a W&B run
+recorded from a job's files."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+import yaml
 
 from sparselm.model import GPT, GPTConfig
 
@@ -50,3 +55,22 @@ def save_tiny_run(run_dir, texts: list[str], block_size: int, seed: int = 0):
     save_tokenizer(tok, run_dir / "tokenizer.json")
     (run_dir / "metrics.json").write_text('{"steps": 1}\n')  # marks the run finished
     return run_dir
+
+
+class RecordedRun:
+    """A W&B run as the public API returns it, recorded from a job's own files: the tracker
+    logs each train_log.jsonl record (nested keys flattened) at its step, the summary holds the
+    last logged values and metrics.json, and the config is the resolved config.yaml."""
+
+    def __init__(self, folder: Path, stage: str) -> None:
+        variant, seed = folder.name.rsplit("_seed", 1)
+        self.name = f"{stage.replace('_', '-')}-{variant}-seed{seed}"
+        self.job_type, self.path, self.id = stage, ["e", "sparselm", folder.name], folder.name
+        self.config = yaml.safe_load((folder / "config.yaml").read_text())
+        lines = (folder / "train_log.jsonl").read_text().splitlines()
+        self._history = [json.loads(line) | {"_step": json.loads(line)["step"]} for line in lines]
+        self.summary_metrics = {k: v for row in self._history for k, v in row.items()}
+        self.summary_metrics |= json.loads((folder / "metrics.json").read_text())
+
+    def scan_history(self):
+        return iter(self._history)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import RecordedRun
 from test_pipeline import BLOCK_IMPORTS, run_smoke_study, snakemake
 
 from analysis.study_declaration import load_declaration
@@ -56,25 +57,6 @@ def test_every_variant_ran_its_own_method_on_the_same_model(study):
     dense = _metrics(pre / "dense_seed0")["flops_total"]
     assert dense / _metrics(pre / "mst_seed0")["flops_total"] >= 2.5  # MST at its budget
     assert dense / _metrics(pre / "raptr_seed0")["flops_total"] > 1.0
-
-
-class RecordedRun:
-    """A W&B run as the public API returns it, recorded from a job's own files: the tracker
-    logs each train_log.jsonl record (nested keys flattened) at its step, the summary holds the
-    last logged values and metrics.json, and the config is the resolved config.yaml."""
-
-    def __init__(self, folder: Path, stage: str) -> None:
-        variant, seed = folder.name.rsplit("_seed", 1)
-        self.name = f"{stage.replace('_', '-')}-{variant}-seed{seed}"
-        self.job_type, self.path, self.id = stage, ["e", "sparselm", folder.name], folder.name
-        self.config = yaml.safe_load((folder / "config.yaml").read_text())
-        lines = (folder / "train_log.jsonl").read_text().splitlines()
-        self._history = [json.loads(line) | {"_step": json.loads(line)["step"]} for line in lines]
-        self.summary_metrics = {k: v for row in self._history for k, v in row.items()}
-        self.summary_metrics |= _metrics(folder)
-
-    def scan_history(self):
-        return iter(self._history)
 
 
 def test_wandb_rebuilds_the_comparison_table_the_files_give(study):

@@ -19,7 +19,7 @@ import yaml
 from test_pipeline import ROOT, snakemake
 
 from analysis.report_engine import ReportInputError
-from analysis.study_declaration import declared_studies, load_declaration
+from analysis.study_declaration import STUDIES_DIR, declared_studies, load_declaration
 
 RECORDS = ROOT / "tests" / "fixtures" / "dag"
 RECORDED = ROOT / "tests" / "fixtures" / "study_tables" / "results"  # smoke jobs' files
@@ -196,9 +196,15 @@ def trio_checkout(tmp_path: Path) -> Path:
             shutil.copytree(ROOT / name, checkout / name, ignore=shutil.ignore_patterns("__py*"))
         else:
             shutil.copy(ROOT / name, checkout / name)
+    (checkout / "pipelines" / "studies" / "trio.yaml").write_text(yaml.safe_dump(trio()))
+    return checkout
+
+
+def trio() -> dict:
+    """The declaration of ``trio``: the comparison study's smoke grid less three variants."""
     compare = load_declaration("compare")
     smoke = compare.grids["smoke"]
-    trio = {
+    return {
         "title": "Trio: dense, static sparse and RigL",
         "spec": "pipelines/studies/trio.yaml",
         "label": "Trio",
@@ -211,17 +217,19 @@ def trio_checkout(tmp_path: Path) -> Path:
             "smoke": smoke | {"variants": {v: smoke["variants"][v] for v in TRIO}},
         },
     }
-    (checkout / "pipelines" / "studies" / "trio.yaml").write_text(yaml.safe_dump(trio))
-    return checkout
 
 
-def build_trio_report(checkout: Path, tmp_path: Path) -> str:
-    """Trio's runs table, tables, figures and report, made from its runs (the comparison
-    study's recorded smoke jobs of those variants); the report's text."""
-    study = tmp_path / "results" / "trio"
+def trio_runs(study: Path) -> Path:
+    """The comparison study's recorded smoke jobs of trio's variants, as trio's runs."""
     for variant in TRIO:
         run = f"{variant}_seed0"
         shutil.copytree(RECORDED / "compare" / "pretrain" / run, study / "pretrain" / run)
+    return study
+
+
+def build_trio_report(checkout: Path, tmp_path: Path) -> str:
+    """Trio's runs table, tables, figures and report, made from its runs; the report's text."""
+    study = trio_runs(tmp_path / "results" / "trio")
     out = tmp_path / "reports" / "trio.md"
     for args in (
         ["analysis.build", "runs", "--study", "trio"],
@@ -285,3 +293,38 @@ def test_a_reusing_study_asks_its_own_questions_with_a_claims_module_alone(tmp_p
     assert "| (a) rigl ends at or below static's final val loss | INCONCLUSIVE |" in text  # n=1
     assert "at equal training FLOPs" not in text  # the comparison study's claims are gone
     assert "## Comparison: final val loss" in text and "![Val loss vs cumulative" in text
+
+
+def test_wandb_rebuilds_a_reusing_studys_table_as_its_files_do(tmp_path):
+    """``analysis.wandb_compare`` reads the study's declaration: trio's W&B runs (recorded from
+    its jobs' files) give the table its files give, by the comparison study's functions."""
+    from helpers import RecordedRun
+
+    from analysis import collect, compare_tables, wandb_compare
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(STUDIES_DIR / "schema.yaml", studies / "schema.yaml")
+    (studies / "trio.yaml").write_text(yaml.safe_dump(trio()))
+    results = trio_runs(tmp_path / "trio")
+    runs = [RecordedRun(results / "pretrain" / f"{v}_seed0", "pretrain") for v in TRIO]
+    from_wandb, n_runs = wandb_compare.study_table("trio", runs, studies)
+    frame = collect.collect_variants(results, "trio")
+    curves = collect.load_variant_curves(results)
+    labels = compare_tables.schedule_labels(results)
+    from_files = compare_tables.main_table(frame, curves, labels)
+    assert n_runs == len(TRIO) and list(from_wandb["variant"]) == list(TRIO)
+    pd.testing.assert_frame_equal(from_wandb, from_files)
+
+
+def test_wandb_names_a_study_it_cannot_rebuild_in_one_line(tmp_path):
+    from analysis import wandb_compare
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(STUDIES_DIR / "schema.yaml", studies / "schema.yaml")
+    (studies / "fifth.yaml").write_text(yaml.safe_dump(trio() | {"analysis": "fifth"}))
+    with pytest.raises(wandb_compare.WandbUnavailable, match=r"'fifth'.*analysis.fifth_tables"):
+        wandb_compare.study_analysis("fifth", studies)
+    with pytest.raises(wandb_compare.WandbUnavailable, match=r"'nope' is not a declared study"):
+        wandb_compare.study_analysis("nope", studies)
