@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import mst_runs, raptr_runs
-from analysis.collect import load_variant_curves
 from analysis.run_specs import RunSpec, in_order, load_specs
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
+from analysis.study_runs import StudyRuns
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
 
 DENSE = "dense"
@@ -237,8 +237,7 @@ def main_markdown(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """The comparison table. ``runs`` is the study's runs table (``analysis.build runs``)."""
-    curves = load_variant_curves(results_dir)
-    main = main_table(frame, curves, schedule_labels(results_dir))
+def make_tables(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    """The comparison table from the study's runs table (``analysis.build runs``) and runs."""
+    main = main_table(frame, runs.curves, labels_from_specs(runs.specs))
     return {"compare_table_main": (main, main_markdown(main))}

@@ -7,13 +7,13 @@ numbers and a rounded Markdown view ("mean ± 95 % CI" over seeds).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
 from analysis.mst_runs import DENSE, budget, ordered_variants, schedule_label
-from analysis.run_specs import RunSpec, load_specs
+from analysis.run_specs import RunSpec
 from analysis.stats import cell, delta_cells, mean_ci_cells
+from analysis.study_runs import StudyRuns
 from analysis.variant_stats import (
     loss_flops_wall,
     paired_delta,
@@ -91,9 +91,9 @@ def budget_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
-    specs = load_specs(results_dir)
+def make_tables(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    """All three tables from the study's runs table (``analysis.build runs``) and its runs."""
+    specs = runs.specs
     main, zero = main_table(frame, specs), zeroshot_table(frame, ordered_variants)
     spend = budget_table(frame, specs)
     return {

@@ -7,12 +7,10 @@ the same training FLOPs); the transitions table's are RaPTr's stage boundaries, 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.collect import load_variant_curves
 from analysis.raptr_runs import (
     BASELINE,
     block_flop_ratio,
@@ -21,8 +19,9 @@ from analysis.raptr_runs import (
     schedule_label,
     stage_boundaries,
 )
-from analysis.run_specs import RunSpec, load_specs
+from analysis.run_specs import RunSpec
 from analysis.stats import cell, delta_cells, mean_ci_cells
+from analysis.study_runs import StudyRuns
 from analysis.variant_stats import (
     ACCURACY,
     loss_flops_wall,
@@ -170,10 +169,9 @@ def transitions_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
-    specs = load_specs(results_dir)
-    curves = load_variant_curves(results_dir)
+def make_tables(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    """All three tables from the study's runs table (``analysis.build runs``) and its runs."""
+    specs, curves = runs.specs, runs.curves
     main, zs = main_table(frame, specs, curves), zeroshot_table(frame, ordered_variants)
     trans = transitions_table(curves, specs)
     return {

@@ -7,11 +7,11 @@ in the Markdown view.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import pandas as pd
 
 from analysis.stats import cell, format_mean_ci, mean_ci_cells, summarize
+from analysis.study_runs import StudyRuns
 from analysis.zeroshot import ZEROSHOT_PREFERENCE, zeroshot_scores
 
 NLG_TASKS = ("e2e", "webnlg", "dart")  # canonical column order (spdf.md §5.1)
@@ -173,8 +173,8 @@ def rel_drop_markdown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def make_tables(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    """All three tables. ``runs`` is the study's runs table (``analysis.build runs``)."""
+def make_tables(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    """All three tables, from the study's runs table (``analysis.build runs``) alone."""
     main, zs, drop = main_table(frame), zeroshot_table(frame), rel_drop_table(frame)
     return {
         "spdf_table_main": (main, main_markdown(main)),

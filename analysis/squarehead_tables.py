@@ -5,7 +5,6 @@ held-out loss gap to the dense teacher right after pruning and after fine-tuning
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -15,6 +14,7 @@ from analysis.squarehead_runs import (
     PRUNER_LABELS,
 )
 from analysis.stats import format_mean_ci, summarize
+from analysis.study_runs import StudyRuns
 
 KEYS = ["pruner", "target", "sparsity", "loss"]
 SCORES = {  # column in runs.csv -> shown name; BLEU & co. come from lm-eval
@@ -98,8 +98,9 @@ def _shown(table: pd.DataFrame, columns: dict[str, str], digits: int = 2) -> pd.
     return shown
 
 
-def make_tables(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
-    main, gap = main_table(runs), gap_table(runs)
+def make_tables(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    """Both tables, from the study's runs table (``analysis.build runs``) alone."""
+    main, gap = main_table(frame), gap_table(frame)
     return {
         "sqhead_table_main": (main, _shown(main, SCORES)),
         "sqhead_table_gap": (gap, _shown(gap, GAPS, digits=3)),

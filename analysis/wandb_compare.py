@@ -1,22 +1,25 @@
-"""A study's main comparison table from W&B runs (public API) instead of results/ files.
+"""A study's tables from W&B runs (public API) instead of results/ files.
 
 Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group)
-and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies; for SPDF, the
+and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies, whose pre-training
+runs' logged histories give the curves (eval losses, step times, path lengths); for SPDF, the
 values its files would give (``analysis.collect.run_values``, through the runs each config
-names, found by the ``run_dir`` every job logs beside its config); the table is built by the
-same function as from files. Every declared study whose analysis is one of the five (its own,
-or the one its declaration's ``analysis`` key reuses) is supported: the comparison table reads
-every pre-training run's logged history too (its eval curve and step times); a SquareHead student's
-facts come from its config, paired with its scoring job by name
-(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``). It needs network access and a W&B
-login, so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with one line.
-Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm
---group raptr --out table.csv``.
+names, found by the ``run_dir`` every job logs beside its config); a SquareHead student's facts
+come from its config, paired with its scoring job by name
+(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``). From these every table the study
+declares is made by the same ``make_tables`` as from files (``analysis.study_runs``), so every
+declared study is supported, its runs read as its declared ``layout`` lays them out. It needs
+network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
+stops with one line. Example:
+``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm --group raptr
+--out results_wandb/raptr`` writes ``raptr_table_main.csv``/``.md`` and the rest there.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import math
 import os
 import re
@@ -27,13 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import (
-    compare_tables,
-    mst_tables,
-    raptr_tables,
-    squarehead_runs,
-    squarehead_tables,
-)
+from analysis import squarehead_runs
 from analysis.collect import (
     COLUMNS,
     STAGES,
@@ -45,14 +42,17 @@ from analysis.collect import (
     run_key,
     run_values,
 )
+from analysis.outputs import write_table
 from analysis.run_specs import RunSpec, spec_from_config
-from analysis.spdf_tables import main_table
-from analysis.study_declaration import STUDIES_DIR, declared_studies, load_declaration
+from analysis.study_declaration import (
+    STUDIES_DIR,
+    StudyDeclaration,
+    declared_studies,
+    load_declaration,
+)
+from analysis.study_runs import StudyRuns
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
-# the analyses whose main table W&B runs can rebuild; a declared study reusing one of them
-# (its declaration's ``analysis`` key) is rebuilt by it
-ANALYSES = ("spdf", "raptr", "mst", "compare", "squarehead")
 # logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
 RUN_NAME = re.compile(
     r"^(?:pretrain|eval-zeroshot)-(?P<variant>[a-z][a-z0-9_]*)-seed(?P<seed>\d+)$"
@@ -200,44 +200,46 @@ def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows), n_runs
 
 
-def study_analysis(study: str, studies_dir: Path = STUDIES_DIR) -> str:
-    """The analysis that makes ``study``'s main table (its own, or the one it reuses); one line
-    naming the study when W&B runs cannot rebuild it."""
+def study_declaration(study: str, studies_dir: Path | None = None) -> StudyDeclaration:
+    """``study``'s declaration, if its tables can be made here; one line naming it otherwise."""
+    studies_dir = studies_dir or STUDIES_DIR
     declared = declared_studies(studies_dir)
     if study not in declared:
         raise WandbUnavailable(f"--study {study!r} is not a declared study: {', '.join(declared)}")
-    analysis = load_declaration(study, studies_dir).modules
-    if analysis not in ANALYSES:
-        raise WandbUnavailable(
-            f"study {study!r}: its tables (analysis.{analysis}_tables) have no W&B reader; "
-            f"those that do: {', '.join(ANALYSES)}"
-        )
-    return analysis
+    declaration = load_declaration(study, studies_dir)
+    module = f"analysis.{declaration.modules}_tables"
+    if importlib.util.find_spec(module) is None:
+        raise WandbUnavailable(f"study {study!r}: its tables module {module} does not exist")
+    return declaration
 
 
-def study_table(
-    study: str, runs: list[Any], studies_dir: Path = STUDIES_DIR
-) -> tuple[pd.DataFrame, int]:
-    """The study's main table from its W&B runs, and how many runs it read."""
-    analysis = study_analysis(study, studies_dir)
-    if analysis == "squarehead":
+def study_frames(layout: str, study: str, runs: list[Any]) -> tuple[pd.DataFrame, StudyRuns, int]:
+    """The study's runs table and ``StudyRuns`` from its W&B runs, as its files give them for
+    its ``layout``, and how many runs were read."""
+    if layout == "squarehead":
         frame, n_runs = squarehead_frame(runs)
-        return squarehead_tables.main_table(frame), n_runs
-    if analysis == "spdf":
-        return main_table(pd.DataFrame(spdf_rows(runs), columns=COLUMNS)), len(runs)
+        return frame, StudyRuns(), n_runs
+    if layout == "sparsity":
+        return pd.DataFrame(spdf_rows(runs), columns=COLUMNS), StudyRuns(), len(runs)
     rows = [row for run in runs for row in variant_rows(run)]
     if not rows:
         raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
+    curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
+    curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
     n_runs = len({r["source"] for r in rows})
-    if analysis == "compare":
-        curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
-        curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
-        labels = compare_tables.labels_from_specs(variant_specs(runs))
-        return compare_tables.main_table(frame, curves, labels), n_runs
-    specs = variant_specs(runs)
-    table_of = raptr_tables.main_table if analysis == "raptr" else mst_tables.main_table
-    return table_of(frame, specs), n_runs
+    return frame, StudyRuns(variant_specs(runs), curves), n_runs
+
+
+def study_tables(
+    study: str, runs: list[Any], studies_dir: Path | None = None
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], int]:
+    """Every table the study declares (stem -> numbers, Markdown view) from its W&B runs, made
+    by the ``make_tables`` that makes them from files; and how many runs it read."""
+    declaration = study_declaration(study, studies_dir)
+    frame, study_runs, n_runs = study_frames(declaration.layout, study, runs)
+    module = importlib.import_module(f"analysis.{declaration.modules}_tables")
+    return module.make_tables(frame, study_runs), n_runs
 
 
 def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[Any]:
@@ -274,19 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--entity", required=True)
     parser.add_argument("--project", default="sparselm")
     parser.add_argument("--group", default="spdf", help="the W&B run group (the study's name)")
-    parser.add_argument("--study", help="a declared study: which table (default: the group)")
-    parser.add_argument("--out", type=Path, required=True, help="CSV for the main table")
+    parser.add_argument("--study", help="a declared study: which tables (default: the group)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the tables (<stem>.csv and .md)"
+    )
     args = parser.parse_args(argv)
     study = args.study or args.group
     try:
-        study_analysis(study)  # a study it cannot rebuild fails before the network is asked
-        table, n_runs = study_table(study, fetch_runs(args.entity, args.project, args.group))
+        study_declaration(study)  # a study it cannot rebuild fails before the network is asked
+        tables, n_runs = study_tables(study, fetch_runs(args.entity, args.project, args.group))
     except (WandbUnavailable, RunFilesError) as err:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wandb_compare: {n_runs} runs -> {args.out}")
+    for stem, (numbers, shown) in tables.items():
+        write_table(numbers, shown, stem, args.out)
+    print(f"wandb_compare: {n_runs} runs -> {len(tables)} tables in {args.out}")
     return 0
 
 

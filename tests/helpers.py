@@ -59,16 +59,22 @@ def save_tiny_run(run_dir, texts: list[str], block_size: int, seed: int = 0):
 
 class RecordedRun:
     """A W&B run as the public API returns it, recorded from a job's own files: the tracker
-    logs each train_log.jsonl record (nested keys flattened) at its step, the summary holds the
-    last logged values and metrics.json, and the config is the resolved config.yaml."""
+    logs each train_log.jsonl record (nested keys flattened) at its step, and W&B keeps one
+    history row per step (records logged at one step merge); the summary holds the last logged
+    values and metrics.json; the config is the resolved config.yaml."""
 
     def __init__(self, folder: Path, stage: str) -> None:
         variant, seed = folder.name.rsplit("_seed", 1)
         self.name = f"{stage.replace('_', '-')}-{variant}-seed{seed}"
-        self.job_type, self.path, self.id = stage, ["e", "sparselm", folder.name], folder.name
+        self.job_type, self.id = stage, f"{stage}-{folder.name}"
+        self.path = ["e", "sparselm", self.id]
         self.config = yaml.safe_load((folder / "config.yaml").read_text())
-        lines = (folder / "train_log.jsonl").read_text().splitlines()
-        self._history = [json.loads(line) | {"_step": json.loads(line)["step"]} for line in lines]
+        log = folder / "train_log.jsonl"
+        rows: dict[int, dict] = {}
+        for line in log.read_text().splitlines() if log.is_file() else []:
+            record = json.loads(line)
+            rows.setdefault(record["step"], {"_step": record["step"]}).update(record)
+        self._history = list(rows.values())
         self.summary_metrics = {k: v for row in self._history for k, v in row.items()}
         self.summary_metrics |= json.loads((folder / "metrics.json").read_text())
 

@@ -17,6 +17,7 @@ from analysis import build, spdf_tables, wandb_compare
 from analysis import collect as collect_mod
 from analysis.stats import format_mean_ci, mean_ci
 from analysis.study_declaration import load_declaration
+from analysis.study_runs import StudyRuns
 
 SPARSITIES = (0.0, 0.5, 0.75)
 SEEDS = (1, 2)
@@ -410,9 +411,14 @@ def test_wandb_compare_labels_spdf_runs_as_their_files_do(results: Path) -> None
             return [Run(f.parent) for f in sorted(results.glob("**/metrics.json"))]
 
     from_wandb = wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Api())
-    pd.testing.assert_frame_equal(
-        main_table_from(from_wandb), main_table_from(collect_mod.collect(results))
-    )
+    from_files = collect_mod.collect(results)
+    pd.testing.assert_frame_equal(main_table_from(from_wandb), main_table_from(from_files))
+    # every table, by the one function both sources go through
+    made, _ = wandb_compare.study_tables("spdf", Api().runs("e/sparselm", {"group": "spdf"}))
+    assert list(made) == list(load_declaration("spdf").tables)
+    for stem, (numbers, shown) in spdf_tables.make_tables(from_files, StudyRuns()).items():
+        pd.testing.assert_frame_equal(made[stem][0], numbers)
+        pd.testing.assert_frame_equal(made[stem][1], shown)
     bleu = from_wandb[(from_wandb["metric"] == "bleu") & (from_wandb["task"] == "dart")]
     assert set(bleu["sparsity"]) == set(SPARSITIES) and set(bleu["fraction"]) == set(FRACTIONS)
 

@@ -64,7 +64,9 @@ def test_wandb_rebuilds_the_comparison_table_the_files_give(study):
 
     results = study / "results" / "compare"
     runs = [RecordedRun(p, "pretrain") for p in sorted((results / "pretrain").iterdir())]
-    table, n_runs = wandb_compare.study_table("compare", runs)
+    tables, n_runs = wandb_compare.study_tables("compare", runs)
+    assert list(tables) == list(load_declaration("compare").tables)
+    table = tables["compare_table_main"][0]
     from_files = pd.read_csv(results / "tables" / "compare_table_main.csv")
     assert n_runs == len(VARIANTS) * len(GRID["seeds"])
     assert list(table["variant"]) == list(from_files["variant"])

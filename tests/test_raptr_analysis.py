@@ -303,24 +303,15 @@ def test_report_without_tables_fails_cleanly(results: Path, tmp_path: Path, caps
     assert "raptr_report:" in capsys.readouterr().err
 
 
-class _RecordedRun:
-    """A W&B run as the public API returns it, recorded from what the job logged: its name and
-    job type, the resolved config, and the summary (metrics.json plus the last logged step)."""
+def test_wandb_rebuilds_every_table_the_files_give(results: Path) -> None:
+    """The RaPTr tables from W&B runs recorded from the jobs' files (configs, summaries and
+    pre-training histories) equal the tables made from the files, every one of them."""
+    from helpers import RecordedRun
 
-    def __init__(self, run_dir: Path, stage: str) -> None:
-        variant, seed = run_dir.name.rsplit("_seed", 1)
-        self.name = f"{'pretrain' if stage == 'pretrain' else 'eval-zeroshot'}-{variant}-seed{seed}"
-        self.job_type = "pretrain" if stage == "pretrain" else "evaluate"
-        self.config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        self.summary_metrics = json.loads((run_dir / "metrics.json").read_text())
-        self.path, self.id = ["e", "sparselm", f"{stage}-{run_dir.name}"], run_dir.name
-
-
-def test_wandb_rebuilds_the_main_table_the_files_give(results: Path) -> None:
-    from analysis import wandb_compare
+    from analysis import study_runs, wandb_compare
 
     runs = [
-        _RecordedRun(d, stage)
+        RecordedRun(d, stage)
         for stage in ("pretrain", "eval_zeroshot")
         for d in sorted((results / stage).iterdir())
     ]
@@ -330,12 +321,13 @@ def test_wandb_rebuilds_the_main_table_the_files_give(results: Path) -> None:
             assert filters == {"group": "raptr"}
             return runs
 
-    from_wandb, n_runs = wandb_compare.study_table(
+    from_wandb, n_runs = wandb_compare.study_tables(
         "raptr", wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api())
     )
     frame = collect_mod.collect_variants(results)
-    from_files = raptr_tables.main_table(frame, load_specs(results))
+    from_files = raptr_tables.make_tables(frame, study_runs.from_files(results, "variant"))
     assert n_runs == len(runs)
-    pd.testing.assert_frame_equal(
-        from_wandb.sort_index(axis=1), from_files.sort_index(axis=1), check_dtype=False
-    )
+    assert list(from_wandb) == list(load_declaration("raptr").tables)
+    for stem, (numbers, shown) in from_files.items():
+        pd.testing.assert_frame_equal(from_wandb[stem][0], numbers, check_dtype=False)
+        pd.testing.assert_frame_equal(from_wandb[stem][1], shown)

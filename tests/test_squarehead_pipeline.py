@@ -119,18 +119,25 @@ def recorded_runs(results: Path) -> list[RecordedRun]:
     return runs
 
 
-def test_wandb_rebuilds_the_main_table_the_files_give(study):
+def test_wandb_rebuilds_every_table_the_files_give(study):
     from analysis import wandb_compare
 
     results = study / "results" / "squarehead"
-    table, n_runs = wandb_compare.study_table("squarehead", recorded_runs(results))
-    from_files = pd.read_csv(results / "tables" / "sqhead_table_main.csv", dtype={"target": str})
+    tables, n_runs = wandb_compare.study_tables("squarehead", recorded_runs(results))
     assert n_runs == 2 * len(_runs()) + 2 * len(GRID["seeds"])  # students, scorings, teachers
-    assert list(table.columns) == list(from_files.columns)
-    keys = ["pruner", "target", "loss"]
-    assert table[keys].astype(str).values.tolist() == from_files[keys].astype(str).values.tolist()
-    numbers = [c for c in table.columns if c.endswith(("_mean", "_ci95", "_n"))]
-    assert numbers
-    for column in numbers:  # rel 1e-9: the CSV's text round trip of full-precision floats
-        expected = from_files[column].tolist()
-        assert table[column].tolist() == pytest.approx(expected, rel=1e-9, nan_ok=True), column
+    assert list(tables) == list(load_declaration("squarehead").tables)
+    for stem, (table, _) in tables.items():
+        from_files = pd.read_csv(results / "tables" / f"{stem}.csv", dtype={"target": str})
+        assert list(table.columns) == list(from_files.columns), stem
+        keys = ["pruner", "target", "loss"]
+        assert (
+            table[keys].astype(str).values.tolist() == from_files[keys].astype(str).values.tolist()
+        ), stem
+        numbers = [c for c in table.columns if c.endswith(("_mean", "_ci95", "_n"))]
+        assert numbers, stem
+        for column in numbers:  # rel 1e-9: the CSV's text round trip of full-precision floats
+            expected = from_files[column].tolist()
+            assert table[column].tolist() == pytest.approx(expected, rel=1e-9, nan_ok=True), (
+                stem,
+                column,
+            )

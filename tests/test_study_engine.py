@@ -295,12 +295,13 @@ def test_a_reusing_study_asks_its_own_questions_with_a_claims_module_alone(tmp_p
     assert "## Comparison: final val loss" in text and "![Val loss vs cumulative" in text
 
 
-def test_wandb_rebuilds_a_reusing_studys_table_as_its_files_do(tmp_path):
+def test_wandb_rebuilds_a_reusing_studys_tables_as_its_files_do(tmp_path, monkeypatch):
     """``analysis.wandb_compare`` reads the study's declaration: trio's W&B runs (recorded from
-    its jobs' files) give the table its files give, by the comparison study's functions."""
+    its jobs' files) give every table its files give, by the comparison study's functions, and
+    its command line writes them all."""
     from helpers import RecordedRun
 
-    from analysis import collect, compare_tables, wandb_compare
+    from analysis import collect, compare_tables, study_runs, wandb_compare
 
     studies = tmp_path / "studies"
     studies.mkdir()
@@ -308,13 +309,21 @@ def test_wandb_rebuilds_a_reusing_studys_table_as_its_files_do(tmp_path):
     (studies / "trio.yaml").write_text(yaml.safe_dump(trio()))
     results = trio_runs(tmp_path / "trio")
     runs = [RecordedRun(results / "pretrain" / f"{v}_seed0", "pretrain") for v in TRIO]
-    from_wandb, n_runs = wandb_compare.study_table("trio", runs, studies)
+    from_wandb, n_runs = wandb_compare.study_tables("trio", runs, studies)
     frame = collect.collect_variants(results, "trio")
-    curves = collect.load_variant_curves(results)
-    labels = compare_tables.schedule_labels(results)
-    from_files = compare_tables.main_table(frame, curves, labels)
-    assert n_runs == len(TRIO) and list(from_wandb["variant"]) == list(TRIO)
-    pd.testing.assert_frame_equal(from_wandb, from_files)
+    from_files = compare_tables.make_tables(frame, study_runs.from_files(results, "variant"))
+    assert n_runs == len(TRIO) and list(from_wandb) == list(trio()["tables"])
+    assert list(from_wandb["compare_table_main"][0]["variant"]) == list(TRIO)
+    for stem, (numbers, shown) in from_files.items():
+        pd.testing.assert_frame_equal(from_wandb[stem][0], numbers)
+        pd.testing.assert_frame_equal(from_wandb[stem][1], shown)
+
+    monkeypatch.setattr(wandb_compare, "STUDIES_DIR", studies)
+    monkeypatch.setattr(wandb_compare, "fetch_runs", lambda *_: runs)
+    out = tmp_path / "from_wandb"
+    assert wandb_compare.main(["--entity", "e", "--group", "trio", "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{stem}.{ext}" for stem in from_files for ext in ("csv", "md"))
 
 
 def test_wandb_names_a_study_it_cannot_rebuild_in_one_line(tmp_path):
@@ -325,6 +334,6 @@ def test_wandb_names_a_study_it_cannot_rebuild_in_one_line(tmp_path):
     shutil.copy(STUDIES_DIR / "schema.yaml", studies / "schema.yaml")
     (studies / "fifth.yaml").write_text(yaml.safe_dump(trio() | {"analysis": "fifth"}))
     with pytest.raises(wandb_compare.WandbUnavailable, match=r"'fifth'.*analysis.fifth_tables"):
-        wandb_compare.study_analysis("fifth", studies)
+        wandb_compare.study_declaration("fifth", studies)
     with pytest.raises(wandb_compare.WandbUnavailable, match=r"'nope' is not a declared study"):
-        wandb_compare.study_analysis("nope", studies)
+        wandb_compare.study_declaration("nope", studies)

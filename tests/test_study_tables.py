@@ -19,15 +19,46 @@ _spec.loader.exec_module(record)
 @pytest.mark.parametrize("study", record.STUDIES)
 def test_tables_remade_from_recorded_jobs_equal_the_recorded_tables(study, tmp_path) -> None:
     record.analyse(HERE / "results", study, tmp_path)
+    assert_recorded_tables(tmp_path, study)
+
+
+def assert_recorded_tables(made: Path, study: str) -> None:
+    """The files in ``made`` are the study's recorded tables: Markdown exactly, numbers to rel
+    1e-9 (a CSV's text round trip; numpy's reductions may take another SIMD path on another
+    CPU), everything else exactly."""
     expected = sorted(p.name for p in (HERE / "expected" / study).iterdir())
-    assert sorted(p.name for p in tmp_path.iterdir()) == expected
+    assert sorted(p.name for p in made.iterdir()) == expected
     for name in expected:
-        ours, theirs = tmp_path / name, HERE / "expected" / study / name
+        ours, theirs = made / name, HERE / "expected" / study / name
         if name.endswith(".md"):
             assert ours.read_text() == theirs.read_text(), name
             continue
-        # numbers to rel 1e-9 (a CSV's text round trip; numpy's reductions may take another
-        # SIMD path on another CPU), everything else exactly
         pd.testing.assert_frame_equal(
             pd.read_csv(ours), pd.read_csv(theirs), check_exact=False, rtol=1e-9, obj=name
         )
+
+
+VARIANT_STUDIES = ["compare", "mst", "raptr"]
+
+
+@pytest.mark.parametrize("study", VARIANT_STUDIES)
+def test_wandb_runs_recorded_from_the_jobs_give_the_recorded_tables(study, tmp_path) -> None:
+    """Every table of a variant study, rebuilt from W&B runs recorded from its smoke jobs
+    (config, summary, per-step history) and written as ``analysis.wandb_compare`` writes them,
+    equals the recorded table."""
+    from helpers import RecordedRun
+
+    from analysis import wandb_compare
+    from analysis.outputs import write_table
+
+    results = HERE / "results" / study
+    runs = [
+        RecordedRun(folder, stage)
+        for stage in ("pretrain", "eval_zeroshot")
+        if (results / stage).is_dir()
+        for folder in sorted((results / stage).iterdir())
+    ]
+    tables, _ = wandb_compare.study_tables(study, runs)
+    for stem, (numbers, shown) in tables.items():
+        write_table(numbers, shown, stem, tmp_path)
+    assert_recorded_tables(tmp_path, study)
