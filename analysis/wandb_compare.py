@@ -12,7 +12,7 @@ declared study is supported, its runs read as its declared ``layout`` lays them 
 network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
 stops with one line. Example:
 ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm --group raptr
---out results_wandb/raptr`` writes ``raptr_table_main.csv``/``.md`` and the rest there.
+--out results/wandb_tables/raptr`` writes ``raptr_table_main.csv``/``.md`` and the rest there.
 """
 
 from __future__ import annotations
