@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis.collect import load_variant_curves
 from analysis.compare_claims import evaluate_claims
-from analysis.compare_tables import DENSE, ordered_variants, run_table, schedule_labels
+from analysis.compare_tables import DENSE, labels_from_specs, ordered_variants, run_table
 from analysis.report_engine import (
     StudyFiles,
     model_shape,
@@ -39,7 +39,7 @@ def load_inputs(results_dir: Path, study: str) -> Inputs:
     return Inputs(
         **files,
         per_run=run_table(files["runs"], load_variant_curves(results_dir)),
-        labels=schedule_labels(results_dir),
+        labels=labels_from_specs(files["specs"]),
     )
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import mst_runs, raptr_runs
-from analysis.run_specs import RunSpec, in_order, load_specs
+from analysis.run_specs import RunSpec, in_order
 from analysis.stats import cell, format_mean_ci, mean_ci_cells
 from analysis.study_runs import StudyRuns
 from analysis.variant_stats import variant_stats, zeroshot_accuracy
@@ -138,14 +137,10 @@ def run_table(frame: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def schedule_labels(results_dir: Path) -> dict[str, tuple[str, str]]:
-    """variant -> (method name, what it trains in one line), from its runs' config.yaml (and,
-    for a solved MST budget, the knob its job logged)."""
-    return labels_from_specs(load_specs(results_dir))
-
-
 def labels_from_specs(specs: dict[str, RunSpec]) -> dict[str, tuple[str, str]]:
-    """``schedule_labels`` from the variants' run specs, wherever they were read from."""
+    """variant -> (method name, what it trains in one line), from the variants' run specs
+    (their runs' config.yaml and, for a solved MST budget, the knob its job logged), wherever
+    they were read from."""
     labels = {}
     for variant, spec in specs.items():
         if mst_runs.has_masks(spec):

@@ -232,12 +232,12 @@ def study_frames(layout: str, study: str, runs: list[Any]) -> tuple[pd.DataFrame
 
 
 def study_tables(
-    study: str, runs: list[Any], studies_dir: Path | None = None
+    declaration: StudyDeclaration, runs: list[Any]
 ) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], int]:
     """Every table the study declares (stem -> numbers, Markdown view) from its W&B runs, made
-    by the ``make_tables`` that makes them from files; and how many runs it read."""
-    declaration = study_declaration(study, studies_dir)
-    frame, study_runs, n_runs = study_frames(declaration.layout, study, runs)
+    by the ``make_tables`` that makes them from files; and how many runs it read.
+    ``declaration``: from ``study_declaration``, which checks the tables can be made."""
+    frame, study_runs, n_runs = study_frames(declaration.layout, declaration.study, runs)
     module = importlib.import_module(f"analysis.{declaration.modules}_tables")
     return module.make_tables(frame, study_runs), n_runs
 
@@ -266,11 +266,6 @@ def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[A
     return runs
 
 
-def fetch_frame(entity: str, project: str, group: str, api: Any = None) -> pd.DataFrame:
-    """Every run of ``group`` as the same tidy frame ``analysis.collect`` builds from files."""
-    return pd.DataFrame(spdf_rows(fetch_runs(entity, project, group, api)), columns=COLUMNS)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entity", required=True)
@@ -283,8 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     study = args.study or args.group
     try:
-        study_declaration(study)  # a study it cannot rebuild fails before the network is asked
-        tables, n_runs = study_tables(study, fetch_runs(args.entity, args.project, args.group))
+        declaration = study_declaration(study)  # before the network is asked
+        tables, n_runs = study_tables(
+            declaration, fetch_runs(args.entity, args.project, args.group)
+        )
     except (WandbUnavailable, RunFilesError) as err:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2

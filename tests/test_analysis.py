@@ -390,7 +390,7 @@ def test_wandb_compare_api_errors_are_one_line(monkeypatch, capsys, tmp_path: Pa
 
     monkeypatch.setenv("WANDB_MODE", "online")
     with pytest.raises(wandb_compare.WandbUnavailable, match="ConnectionError: no route to host$"):
-        wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Broken())
+        wandb_compare.fetch_runs("e", "sparselm", "spdf", api=Broken())
 
 
 def test_wandb_compare_labels_spdf_runs_as_their_files_do(results: Path) -> None:
@@ -410,11 +410,12 @@ def test_wandb_compare_labels_spdf_runs_as_their_files_do(results: Path) -> None
             assert filters == {"group": "spdf"}
             return [Run(f.parent) for f in sorted(results.glob("**/metrics.json"))]
 
-    from_wandb = wandb_compare.fetch_frame("e", "sparselm", "spdf", api=Api())
+    runs = wandb_compare.fetch_runs("e", "sparselm", "spdf", api=Api())
+    from_wandb, _, _ = wandb_compare.study_frames("sparsity", "spdf", runs)
     from_files = collect_mod.collect(results)
     pd.testing.assert_frame_equal(main_table_from(from_wandb), main_table_from(from_files))
     # every table, by the one function both sources go through
-    made, _ = wandb_compare.study_tables("spdf", Api().runs("e/sparselm", {"group": "spdf"}))
+    made, _ = wandb_compare.study_tables(wandb_compare.study_declaration("spdf"), runs)
     assert list(made) == list(load_declaration("spdf").tables)
     for stem, (numbers, shown) in spdf_tables.make_tables(from_files, StudyRuns()).items():
         pd.testing.assert_frame_equal(made[stem][0], numbers)

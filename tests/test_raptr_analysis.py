@@ -322,7 +322,8 @@ def test_wandb_rebuilds_every_table_the_files_give(results: Path) -> None:
             return runs
 
     from_wandb, n_runs = wandb_compare.study_tables(
-        "raptr", wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api())
+        wandb_compare.study_declaration("raptr"),
+        wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api()),
     )
     frame = collect_mod.collect_variants(results)
     from_files = raptr_tables.make_tables(frame, study_runs.from_files(results, "variant"))

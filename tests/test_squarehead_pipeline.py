@@ -123,7 +123,9 @@ def test_wandb_rebuilds_every_table_the_files_give(study):
     from analysis import wandb_compare
 
     results = study / "results" / "squarehead"
-    tables, n_runs = wandb_compare.study_tables("squarehead", recorded_runs(results))
+    tables, n_runs = wandb_compare.study_tables(
+        wandb_compare.study_declaration("squarehead"), recorded_runs(results)
+    )
     assert n_runs == 2 * len(_runs()) + 2 * len(GRID["seeds"])  # students, scorings, teachers
     assert list(tables) == list(load_declaration("squarehead").tables)
     for stem, (table, _) in tables.items():

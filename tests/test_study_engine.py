@@ -309,7 +309,9 @@ def test_wandb_rebuilds_a_reusing_studys_tables_as_its_files_do(tmp_path, monkey
     (studies / "trio.yaml").write_text(yaml.safe_dump(trio()))
     results = trio_runs(tmp_path / "trio")
     runs = [RecordedRun(results / "pretrain" / f"{v}_seed0", "pretrain") for v in TRIO]
-    from_wandb, n_runs = wandb_compare.study_tables("trio", runs, studies)
+    from_wandb, n_runs = wandb_compare.study_tables(
+        wandb_compare.study_declaration("trio", studies), runs
+    )
     frame = collect.collect_variants(results, "trio")
     from_files = compare_tables.make_tables(frame, study_runs.from_files(results, "variant"))
     assert n_runs == len(TRIO) and list(from_wandb) == list(trio()["tables"])

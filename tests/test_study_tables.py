@@ -58,7 +58,7 @@ def test_wandb_runs_recorded_from_the_jobs_give_the_recorded_tables(study, tmp_p
         if (results / stage).is_dir()
         for folder in sorted((results / stage).iterdir())
     ]
-    tables, _ = wandb_compare.study_tables(study, runs)
+    tables, _ = wandb_compare.study_tables(wandb_compare.study_declaration(study), runs)
     for stem, (numbers, shown) in tables.items():
         write_table(numbers, shown, stem, tmp_path)
     assert_recorded_tables(tmp_path, study)
