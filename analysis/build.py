@@ -71,8 +71,7 @@ def build_runs(declared: StudyDeclaration, results: Path, out: Path, teachers: l
 def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Path) -> int:
     """Write every table or figure ``analysis.<modules>_<kind>.make_<kind>`` returns, by stem;
     the stems must be the ones the declaration names (the names its rules and report use).
-    ``make_tables(runs, study_runs)`` gets the runs table and ``study_runs.StudyRuns``;
-    ``make_figures(runs, results_dir)`` the runs table and the study folder."""
+    ``make_tables`` and ``make_figures`` get the runs table and ``study_runs.StudyRuns``."""
     from analysis.outputs import save_figure, write_table
 
     study = declared.study
@@ -84,13 +83,10 @@ def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Pat
             file=sys.stderr,
         )
         return 1
-    module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
-    if kind == "tables":  # the tables read the runs as W&B gives them too (wandb_compare)
-        from analysis.study_runs import from_files
+    from analysis.study_runs import from_files  # what W&B runs give as well (wandb_compare)
 
-        made = module.make_tables(runs, from_files(results, declared.layout))
-    else:
-        made = module.make_figures(runs, results)
+    module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
+    made = getattr(module, f"make_{kind}")(runs, from_files(results, declared.layout))
     names = getattr(declared, kind)
     if set(made) != set(names):  # a code error: the declaration names every output
         raise ValueError(f"{study}_{kind} makes {sorted(made)}; declared: {sorted(names)}")

@@ -24,26 +24,19 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from sparselm.tracking import flatten
+
 
 class RunFilesError(Exception):
     """A run folder lacks a file or key its values are read from; the message names it."""
 
 
 COLUMNS = ["stage", "task", "sparsity", "fraction", "seed", "metric", "value", "source"]
-CURVE_COLUMNS = ["sparsity", "seed", "step", "tokens", "flops_cum", "train_loss", "val_loss"]
-
 VARIANT_COLUMNS = ["stage", "task", "variant", "seed", "metric", "value", "source"]
-VARIANT_CURVE_COLUMNS = [
-    "variant",
-    "seed",
-    "step",
-    "tokens",
-    "flops_cum",
-    "train_loss",
-    "val_loss",
-    "path_len",
-    "step_time_s",
-]
+# a pre-training curve's labels per study layout, and the values every curve has (NaN where a
+# run did not log them); every other logged value follows them
+CURVE_LABELS = {"sparsity": ["sparsity", "seed"], "variant": ["variant", "seed"]}
+CURVE_COLUMNS = ["step", "tokens", "flops_cum", "train_loss", "val_loss", "step_time_s", "path_len"]
 VARIANT_PATTERN = re.compile(r"^(?P<variant>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_seed(?P<seed>\d+)$")
 VARIANT_STAGES = ("pretrain", "eval_zeroshot")
 # stage folder -> (has a task folder, metrics.json is lm-eval's flat "task/metric" dict)
@@ -254,22 +247,22 @@ def pretrain_logs(
             yield values, record
 
 
-def _curves(results_dir: Path, layout: str, columns: list[str]) -> pd.DataFrame:
+def curves_frame(rows: list[dict[str, Any]], layout: str) -> pd.DataFrame:
+    """One row per logged step of every pre-training run (files or W&B histories alike): the
+    run's labels (``CURVE_LABELS[layout]``), ``CURVE_COLUMNS``, then every other logged value
+    by name, nested keys flattened as the W&B tracker logs them (``sparsity_by_kind/qkv``)."""
+    labels, frame = CURVE_LABELS[layout], pd.DataFrame(rows)
+    extra = sorted(set(frame.columns) - {*labels, *CURVE_COLUMNS})
+    frame = frame.reindex(columns=[*labels, *CURVE_COLUMNS, *extra])
+    numbers = {c: float for c in CURVE_COLUMNS if c != "step"} | {"seed": int, "step": int}
+    return frame.astype(numbers | ({"sparsity": float} if layout == "sparsity" else {}))
+
+
+def load_curves(results_dir: Path, layout: str = "variant") -> pd.DataFrame:
+    """``curves_frame`` of a study folder's ``train_log.jsonl`` files; ``val_loss`` is NaN off
+    eval steps. A value logged as null is left out, as the tracker leaves it out of W&B."""
     rows = [
-        {**values, **{k: record.get(k) for k in columns[2:]}}
+        values | {k: v for k, v in flatten(record).items() if v is not None}
         for values, record in pretrain_logs(results_dir, layout)
     ]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def load_pretrain_curves(results_dir: Path) -> pd.DataFrame:
-    """Per logged step of every pre-training run; ``val_loss`` is NaN off eval steps."""
-    frame = _curves(results_dir, "sparsity", CURVE_COLUMNS)
-    return frame.astype({c: float for c in CURVE_COLUMNS if c not in ("seed", "step")})
-
-
-def load_variant_curves(results_dir: Path) -> pd.DataFrame:
-    """Per logged step of every ``<variant>_seed<seed>`` run, with the sampled ``path_len``."""
-    frame = _curves(results_dir, "variant", VARIANT_CURVE_COLUMNS)
-    numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
-    return frame.astype({c: float for c in numeric} | {"seed": int, "step": int})
+    return curves_frame(rows, layout)

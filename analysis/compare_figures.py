@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.collect import load_variant_curves
 from analysis.compare_tables import DENSE, equal_flops_budget, ordered_variants, run_metrics
 from analysis.stats import mean_ci
+from analysis.study_runs import StudyRuns
 
 COLUMNS = [
     "variant", "step", "flops_cum", "val_loss_mean", "val_loss_ci95", "n_seeds",
@@ -62,7 +61,6 @@ def plot_loss_vs_flops(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    budget = equal_flops_budget(run_metrics(frame))
-    data = loss_curve_data(load_variant_curves(results_dir), budget)
+def make_figures(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    data = loss_curve_data(runs.curves, equal_flops_budget(run_metrics(frame)))
     return {"compare_fig_loss_vs_flops": (plot_loss_vs_flops(data), data)}

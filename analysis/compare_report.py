@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import load_variant_curves
+from analysis.collect import load_curves
 from analysis.compare_claims import evaluate_claims
 from analysis.compare_tables import DENSE, labels_from_specs, ordered_variants, run_table
 from analysis.report_engine import (
@@ -38,7 +38,7 @@ def load_inputs(results_dir: Path, study: str) -> Inputs:
     files = study_files(study, results_dir)
     return Inputs(
         **files,
-        per_run=run_table(files["runs"], load_variant_curves(results_dir)),
+        per_run=run_table(files["runs"], load_curves(results_dir)),
         labels=labels_from_specs(files["specs"]),
     )
 

@@ -9,19 +9,24 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.mst_runs import DENSE, MST, load_logs, ordered_variants, schedule_frame, update_stats
+from analysis.mst_runs import (
+    DENSE,
+    KINDS,
+    MST,
+    mst_logs,
+    ordered_variants,
+    schedule_frame,
+    update_stats,
+)
 from analysis.mst_tables import main_table
-from analysis.run_specs import RunSpec, load_specs
+from analysis.run_specs import RunSpec
+from analysis.study_runs import StudyRuns
 
 PHASE_COLORS = {"warmup": "tab:orange", "ultra": "tab:purple", "restoration": "tab:green"}
-KINDS = ("qkv", "attn_out", "mlp_in", "mlp_out", "lm_head")
 
 
 def _style(variant: str) -> dict:
@@ -37,14 +42,12 @@ def schedule_data(specs: dict[str, RunSpec], logs: pd.DataFrame) -> pd.DataFrame
     plans = [p for p in plans if not p.empty]
     rows = logs[logs["variant"] == MST]
     rows = rows[rows["seed"] == rows["seed"].min()] if len(rows) else rows
-    logged = []
-    for r in rows.itertuples(index=False):
-        by_kind = json.loads(r.sparsity_by_kind)
-        logged.append(
-            {"variant": MST, "step": r.step, "source": "logged", "mask_sparsity": r.dst_sparsity}
-            | {f"sparsity_{k}": by_kind.get(k) for k in KINDS}
-        )
-    return pd.concat([*plans, pd.DataFrame(logged)], ignore_index=True)
+    logged = pd.DataFrame(
+        {"variant": MST, "step": rows["step"], "source": "logged"}
+        | {"mask_sparsity": rows["dst_sparsity"]}
+        | {f"sparsity_{k}": rows[f"sparsity_by_kind/{k}"] for k in KINDS}
+    )
+    return pd.concat([*plans, logged], ignore_index=True)
 
 
 def _shade_phases(ax, plan: pd.DataFrame) -> None:
@@ -161,9 +164,8 @@ def plot_drop_grow(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    specs = load_specs(results_dir)
-    logs = load_logs(results_dir)
+def make_figures(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    specs, logs = runs.specs, mst_logs(runs.curves)
     figures = {
         "mst_fig_sparsity_schedule": (schedule_data(specs, logs), plot_schedule),
         "mst_fig_loss_curves": (loss_curve_data(logs), plot_loss_curves),

@@ -8,17 +8,14 @@ with ``sparselm.methods.mst.MSTPlan`` from the run's config and the knob value i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.collect import pretrain_logs
 from analysis.run_specs import RunSpec, in_order
 from sparselm.cli.mst_config import mst_config
 from sparselm.flops import shape_from_model_config
@@ -27,11 +24,13 @@ from sparselm.methods.mst import MSTPlan
 DENSE, MST = "dense", "mst"
 VARIANT_ORDER = (DENSE, "static", "rigl", "set", MST, "mst_nosv", "mst_nohsa", "mst_nomix")
 MASK_METHODS = ("mst", "rigl", "set", "static_sparse")
+KINDS = ("qkv", "attn_out", "mlp_in", "mlp_out", "lm_head")  # the mask's layer kinds
 LOG_COLUMNS = (
     "step", "tokens", "flops_cum", "train_loss", "val_loss", "step_time_s", "dst_sparsity",
     "dst_target_sparsity", "dst_update", "dst_last_update_step", "dst_pruned_frac",
     "dst_grown_frac", "dst_mask_churn", "hsa_on", "attn_density", "mst_phase",
-    "mst_knob", "mst_knob_value", "mst_planned_reduction", "sparsity_by_kind",
+    "mst_knob", "mst_knob_value", "mst_planned_reduction",
+    *(f"sparsity_by_kind/{kind}" for kind in KINDS),
 )  # fmt: skip
 
 
@@ -131,19 +130,10 @@ def schedule_label(spec: RunSpec) -> str:
     return f"{sparsity}; {growth}; {attention}"
 
 
-def load_logs(results_dir: Path) -> pd.DataFrame:
-    """Every logged step of every run, with the DST/HSA/MST fields (NaN where absent)."""
-    rows = [
-        {**values, **{k: record.get(k) for k in LOG_COLUMNS}}
-        | {"sparsity_by_kind": json.dumps(record.get("sparsity_by_kind") or {})}
-        for values, record in pretrain_logs(results_dir)
-    ]
-    frame = pd.DataFrame(rows, columns=["variant", "seed", *LOG_COLUMNS])
-    numeric = [
-        c
-        for c in LOG_COLUMNS
-        if c not in ("mst_phase", "mst_knob", "sparsity_by_kind", "dst_update", "hsa_on")
-    ]
+def mst_logs(curves: pd.DataFrame) -> pd.DataFrame:
+    """The DST/HSA/MST fields of every logged step (``StudyRuns.curves``; NaN where absent)."""
+    frame = curves.reindex(columns=["variant", "seed", *LOG_COLUMNS])
+    numeric = [c for c in LOG_COLUMNS if c not in ("mst_phase", "mst_knob", "dst_update", "hsa_on")]
     return frame.astype({c: float for c in numeric} | {"seed": int, "step": int})
 
 

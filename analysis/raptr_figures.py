@@ -9,13 +9,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.collect import load_variant_curves
 from analysis.raptr_runs import (
     BASELINE,
     RAPTR,
@@ -24,7 +21,8 @@ from analysis.raptr_runs import (
     stage_boundaries,
 )
 from analysis.raptr_tables import main_table
-from analysis.run_specs import RunSpec, load_specs
+from analysis.run_specs import RunSpec
+from analysis.study_runs import StudyRuns
 
 TRANSITION_VARIANTS = (RAPTR, "raptr_noscale")  # raptr.md §7.2: with and without scaling
 BOUNDARY_STYLE = {"color": "grey", "linestyle": ":", "linewidth": 1}
@@ -223,9 +221,8 @@ def plot_schedule(data: pd.DataFrame, n_layer: int) -> Figure:
     return fig
 
 
-def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
-    specs = load_specs(results_dir)
-    curves = load_variant_curves(results_dir)
+def make_figures(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
+    specs, curves = runs.specs, runs.curves
     boundaries = _boundaries(specs)
     steps = max((s.steps for s in specs.values()), default=1)
     n_layer = max((s.n_layer for s in specs.values()), default=1)

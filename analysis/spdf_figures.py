@@ -8,14 +8,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.collect import load_pretrain_curves
 from analysis.spdf_tables import (
     FULL,
     main_table,
@@ -24,6 +21,7 @@ from analysis.spdf_tables import (
     sparsity_label,
     task_name,
 )
+from analysis.study_runs import StudyRuns
 
 DIFFICULTY_LABEL = "difficulty = dense model's fine-tuned val loss (f=1.0)"
 
@@ -132,9 +130,9 @@ def plot_rel_degradation(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def pretrain_curves_data(results_dir: Path) -> pd.DataFrame:
+def pretrain_curves_data(curves: pd.DataFrame) -> pd.DataFrame:
     """Validation loss per (sparsity, tokens), mean over seeds; eval steps only."""
-    curves = load_pretrain_curves(results_dir).dropna(subset=["val_loss"])
+    curves = curves.dropna(subset=["val_loss"])
     grouped = curves.groupby(["sparsity", "tokens"])["val_loss"]
     out = grouped.agg(val_loss_mean="mean", n_seeds="count").reset_index()
     return out.sort_values(["sparsity", "tokens"], ignore_index=True)
@@ -186,11 +184,11 @@ def plot_drop_heatmap(data: pd.DataFrame) -> Figure:
     return fig
 
 
-def make_figures(frame: pd.DataFrame, results_dir: Path) -> dict[str, tuple]:
+def make_figures(frame: pd.DataFrame, runs: StudyRuns) -> dict[str, tuple]:
     figures = {
         "spdf_fig_flops_vs_metric": (flops_vs_metric_data(frame), plot_flops_vs_metric),
         "spdf_fig_rel_degradation": (rel_degradation_data(frame), plot_rel_degradation),
-        "spdf_fig_pretrain_curves": (pretrain_curves_data(results_dir), plot_pretrain_curves),
+        "spdf_fig_pretrain_curves": (pretrain_curves_data(runs.curves), plot_pretrain_curves),
         "spdf_fig_drop_heatmap": (drop_heatmap_data(frame), plot_drop_heatmap),
     }
     return {stem: (plot(data), data) for stem, (data, plot) in figures.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -14,6 +13,7 @@ from analysis.squarehead_runs import (
     PRUNER_LABELS,
 )
 from analysis.stats import summarize
+from analysis.study_runs import StudyRuns
 
 COLORS = {"ce": "tab:blue", "ce_kl": "tab:orange", "ce_squarehead": "tab:green",
           "ce_kl_squarehead": "tab:red"}  # fmt: skip
@@ -124,8 +124,8 @@ def layerwise_error(runs: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     return fig, pd.DataFrame(rows)
 
 
-def make_figures(runs: pd.DataFrame, results: Path) -> dict[str, tuple]:
-    curves = pd.read_csv(results / "tables" / "curves.csv", dtype={"target": str})
+def make_figures(runs: pd.DataFrame, study_runs: StudyRuns) -> dict[str, tuple]:
+    curves = study_runs.curves
     return {
         "sqhead_fig_acc_vs_sparsity": acc_vs_sparsity(runs),
         "sqhead_fig_loss_curves": loss_curves(runs, curves),

@@ -10,14 +10,14 @@ with ``pruner=none, loss=dense, sparsity=0``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from analysis.collect import read_run_file
+from analysis.collect import read_jsonl, read_run_file
 
 FACTS = ("pruner", "target", "loss", "seed")
 LOSS_ORDER = ("ce", "ce_kl", "ce_squarehead", "ce_kl_squarehead")
@@ -34,6 +34,7 @@ TRAIN_FIELDS = ["final_val_loss", "dense_val_loss", "pruned_val_loss", "mask_spa
                 "inference_flops_ratio"]  # fmt: skip
 CURVE_FIELDS = ["step", "loss_total", "loss_ce", "loss_kl", "loss_squarehead", "train_loss",
                 "val_loss"]  # fmt: skip
+CURVE_COLUMNS = [*FACTS, "task", *CURVE_FIELDS]  # curves.csv
 
 
 class StudyInputError(Exception):
@@ -106,7 +107,9 @@ def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.D
         eval_path = results / "eval_sparse_nlg" / task / run_dir.name / "metrics.json"
         evals = _read(eval_path) if eval_path.is_file() else {}
         rows.append(student_row(task, facts, _read(metrics_path), evals))
-        curves.extend(_curve(run_dir, {"task": task, **facts}))
+        log = run_dir / "train_log.jsonl"
+        if log.is_file():
+            curves.extend(curve_rows({"task": task, **facts}, read_jsonl(log)))
     for teacher in teachers:
         task, seed = _task_and_facts(Path(teacher) / "config.yaml", lambda c: int(c["seed"]))
         eval_path = results / "eval_teacher_nlg" / task / f"dense_seed{seed}" / "metrics.json"
@@ -114,16 +117,10 @@ def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.D
         rows.append(teacher_row(task, seed, _read(Path(teacher) / "metrics.json"), evals))
     if not rows:
         raise StudyInputError(f"{results}/sparse_finetune: no finished runs")
-    return pd.DataFrame(rows), pd.DataFrame(curves, columns=[*FACTS, "task",
-                                                              *CURVE_FIELDS])  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS)
 
 
-def _curve(run_dir: Path, facts: dict[str, Any]) -> list[dict[str, Any]]:
-    log = run_dir / "train_log.jsonl"
-    if not log.is_file():
-        return []
-    out = []
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        out.append({**facts, **{k: record.get(k) for k in CURVE_FIELDS}})
-    return out
+def curve_rows(facts: dict[str, Any], records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A student's training curve (its train_log.jsonl or W&B history): per logged step, its
+    task and facts and the ``CURVE_FIELDS``."""
+    return [{**facts, **{k: record.get(k) for k in CURVE_FIELDS}} for record in records]

@@ -1,4 +1,4 @@
-"""A study's tables from W&B runs (public API) instead of results/ files.
+"""A study's tables (and figures) from W&B runs (public API) instead of results/ files.
 
 Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group)
 and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies, whose pre-training
@@ -6,13 +6,15 @@ runs' logged histories give the curves (eval losses, step times, path lengths); 
 values its files would give (``analysis.collect.run_values``, through the runs each config
 names, found by the ``run_dir`` every job logs beside its config); a SquareHead student's facts
 come from its config, paired with its scoring job by name
-(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``). From these every table the study
-declares is made by the same ``make_tables`` as from files (``analysis.study_runs``), so every
-declared study is supported, its runs read as its declared ``layout`` lays them out. It needs
-network access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it
-stops with one line. Example:
-``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project sparselm --group raptr
---out results/wandb_tables/raptr`` writes ``raptr_table_main.csv``/``.md`` and the rest there.
+(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``), its curve from its own history.
+From these every table (and, with ``--figures``, figure) the study declares is made by the same
+``make_tables`` (``make_figures``) as from files (``analysis.study_runs``), so every declared
+study is supported, its runs read as its declared ``layout`` lays them out. It needs network
+access and a W&B login, so offline (WANDB_MODE=offline, as in tests and ``make``) it stops with
+one line. Example: ``WANDB_MODE=online python -m analysis.wandb_compare --entity E --project
+sparselm --group raptr --out results/wandb_tables/raptr --figures`` writes
+``raptr_table_main.csv``/``.md``, ``raptr_fig_loss_vs_flops.png``/``.pdf``/``.csv`` and the
+rest there.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import math
 import os
 import re
 import sys
@@ -35,14 +36,14 @@ from analysis.collect import (
     COLUMNS,
     STAGES,
     VARIANT_COLUMNS,
-    VARIANT_CURVE_COLUMNS,
     RunFilesError,
     RunRecord,
+    curves_frame,
     metric_rows,
     run_key,
     run_values,
 )
-from analysis.outputs import write_table
+from analysis.outputs import save_figure, write_table
 from analysis.run_specs import RunSpec, spec_from_config
 from analysis.study_declaration import (
     STUDIES_DIR,
@@ -68,13 +69,6 @@ class WandbUnavailable(Exception):
     """The public API can't be reached or used; the message is meant for one line."""
 
 
-def _number(value: Any, default: float = math.nan) -> float:
-    try:
-        return float(value) if value is not None and not isinstance(value, bool) else default
-    except (TypeError, ValueError):
-        return default
-
-
 def _summary(run: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
 
@@ -83,11 +77,12 @@ def _source(run: Any) -> str:
     return "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)])
 
 
-def spdf_rows(runs: list[Any]) -> list[dict[str, Any]]:
-    """Tidy rows (collect.COLUMNS) of the SPDF study's runs. Each run is labelled as its files
-    would label it (``collect.run_values``: an evaluation by the run it scored, a fine-tuning
-    run by the one it started from), the runs found by the folder every job logs beside its
-    config (``run_dir``)."""
+def spdf_rows(runs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Tidy rows (collect.COLUMNS) of the SPDF study's runs, and its pre-training runs' curves
+    (``history_rows``). Each run is labelled as its files would label it
+    (``collect.run_values``: an evaluation by the run it scored, a fine-tuning run by the one
+    it started from), the runs found by the folder every job logs beside its config
+    (``run_dir``)."""
     records: dict[str, tuple[Any, RunRecord]] = {}
     for run in runs:
         config, where = dict(run.config or {}), f"W&B run {_source(run)}"
@@ -107,12 +102,24 @@ def spdf_rows(runs: list[Any]) -> list[dict[str, Any]]:
             raise WandbUnavailable(f"no run of the results folder {key} among the W&B runs")
         return records[key][1]
 
-    rows = []
+    rows, curves = [], []
     for key, (run, record) in records.items():
         values = run_values(key, record_of)
         stage, task = key.split("/")[0], values.pop("task")
         rows += metric_rows(stage, task, values, record.metrics, _source(run))
-    return rows
+        if stage == "pretrain":
+            curves += history_rows(run, {"sparsity": values["sparsity"], "seed": values["seed"]})
+    return rows, curves
+
+
+def history_rows(run: Any, labels: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per logged step of ``run``'s W&B history: ``labels`` and every value it logged (W&B's
+    own ``_`` keys left out), as ``collect.load_curves`` reads a train_log.jsonl."""
+    return [
+        labels | {k: v for k, v in record.items() if not k.startswith("_") and v is not None}
+        for record in run.scan_history()
+        if record.get("_step") is not None
+    ]
 
 
 def variant_labels(run: Any) -> dict[str, Any] | None:
@@ -138,17 +145,12 @@ def variant_rows(run: Any) -> list[dict[str, Any]]:
 
 
 def curve_rows(run: Any) -> list[dict[str, Any]]:
-    """Per logged step of a variant study's pre-training run (collect.VARIANT_CURVE_COLUMNS),
-    from its W&B history; [] for any other run."""
+    """Per logged step of a variant study's pre-training run, from its W&B history; [] for any
+    other run."""
     named = variant_labels(run)
     if named is None or not str(run.name).startswith("pretrain-"):
         return []
-    numeric = [c for c in VARIANT_CURVE_COLUMNS if c not in ("variant", "seed", "step")]
-    return [
-        named | {"step": int(record["_step"])} | {c: _number(record.get(c)) for c in numeric}
-        for record in run.scan_history()
-        if record.get("_step") is not None
-    ]
+    return history_rows(run, named)
 
 
 def variant_specs(runs: list[Any]) -> dict[str, RunSpec]:
@@ -168,9 +170,10 @@ def variant_specs(runs: list[Any]) -> dict[str, RunSpec]:
     }
 
 
-def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
-    """``tables/runs.csv`` of the SquareHead study (one row per student and teacher) from its
-    W&B runs, through the rows ``analysis.squarehead_runs`` builds from files."""
+def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """``tables/runs.csv`` (one row per student and teacher) and ``curves.csv`` of the
+    SquareHead study from its W&B runs, through the rows ``analysis.squarehead_runs`` builds
+    from files, and how many runs were read."""
     students, student_evals, teachers, teacher_evals = {}, {}, {}, {}
     for run in runs:
         name = str(getattr(run, "name", ""))
@@ -181,15 +184,12 @@ def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
             teacher_evals[(match["task"], int(match["seed"]))] = _summary(run)
         elif match := TEACHER.match(name):
             teachers[(match["task"], int(match["seed"]))] = _summary(run)
-    rows = [
-        squarehead_runs.student_row(
-            task,
-            squarehead_runs.run_facts(dict(run.config or {})),  # its facts, as from config.yaml
-            _summary(run),
-            _summary(student_evals[(task, key)]) if (task, key) in student_evals else {},
-        )
-        for (task, key), run in sorted(students.items())
-    ]
+    rows, curves = [], []
+    for (task, key), run in sorted(students.items()):
+        facts = squarehead_runs.run_facts(dict(run.config or {}))  # as from its config.yaml
+        evals = _summary(student_evals[(task, key)]) if (task, key) in student_evals else {}
+        rows.append(squarehead_runs.student_row(task, facts, _summary(run), evals))
+        curves += squarehead_runs.curve_rows({"task": task, **facts}, run.scan_history())
     rows += [
         squarehead_runs.teacher_row(task, seed, train, teacher_evals.get((task, seed), {}))
         for (task, seed), train in sorted(teachers.items())
@@ -197,19 +197,23 @@ def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, int]:
     if not rows:
         raise WandbUnavailable("no squarehead jobs (sparse-ft-<task>-...-seed<N>) among the runs")
     n_runs = len(students) + len(student_evals) + len(teachers) + len(teacher_evals)
-    return pd.DataFrame(rows), n_runs
+    return pd.DataFrame(rows), pd.DataFrame(curves, columns=squarehead_runs.CURVE_COLUMNS), n_runs
 
 
-def study_declaration(study: str, studies_dir: Path | None = None) -> StudyDeclaration:
-    """``study``'s declaration, if its tables can be made here; one line naming it otherwise."""
+def study_declaration(
+    study: str, studies_dir: Path | None = None, kinds: Sequence[str] = ("tables",)
+) -> StudyDeclaration:
+    """``study``'s declaration, if its outputs of ``kinds`` (tables, figures) can be made here;
+    one line naming what is missing otherwise."""
     studies_dir = studies_dir or STUDIES_DIR
     declared = declared_studies(studies_dir)
     if study not in declared:
         raise WandbUnavailable(f"--study {study!r} is not a declared study: {', '.join(declared)}")
     declaration = load_declaration(study, studies_dir)
-    module = f"analysis.{declaration.modules}_tables"
-    if importlib.util.find_spec(module) is None:
-        raise WandbUnavailable(f"study {study!r}: its tables module {module} does not exist")
+    for kind in kinds:
+        module = f"analysis.{declaration.modules}_{kind}"
+        if importlib.util.find_spec(module) is None:
+            raise WandbUnavailable(f"study {study!r}: its {kind} module {module} does not exist")
     return declaration
 
 
@@ -217,29 +221,34 @@ def study_frames(layout: str, study: str, runs: list[Any]) -> tuple[pd.DataFrame
     """The study's runs table and ``StudyRuns`` from its W&B runs, as its files give them for
     its ``layout``, and how many runs were read."""
     if layout == "squarehead":
-        frame, n_runs = squarehead_frame(runs)
-        return frame, StudyRuns(), n_runs
+        frame, curves, n_runs = squarehead_frame(runs)
+        return frame, StudyRuns(curves=curves), n_runs
     if layout == "sparsity":
-        return pd.DataFrame(spdf_rows(runs), columns=COLUMNS), StudyRuns(), len(runs)
+        rows, curves = spdf_rows(runs)
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        return frame, StudyRuns(curves=curves_frame(curves, layout)), len(runs)
     rows = [row for run in runs for row in variant_rows(run)]
     if not rows:
         raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
-    curves = pd.DataFrame([r for run in runs for r in curve_rows(run)])
-    curves = curves.reindex(columns=VARIANT_CURVE_COLUMNS).astype({"seed": int, "step": int})
+    curves = curves_frame([r for run in runs for r in curve_rows(run)], layout)
     n_runs = len({r["source"] for r in rows})
     return frame, StudyRuns(variant_specs(runs), curves), n_runs
 
 
-def study_tables(
-    declaration: StudyDeclaration, runs: list[Any]
-) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], int]:
-    """Every table the study declares (stem -> numbers, Markdown view) from its W&B runs, made
-    by the ``make_tables`` that makes them from files; and how many runs it read.
-    ``declaration``: from ``study_declaration``, which checks the tables can be made."""
+def study_outputs(
+    declaration: StudyDeclaration, runs: list[Any], kinds: Sequence[str] = ("tables",)
+) -> tuple[dict[str, dict[str, tuple]], int]:
+    """kind -> every table (stem -> numbers, Markdown view) or figure (stem -> figure, plotted
+    numbers) the study declares, from its W&B runs, made by the ``make_tables`` and
+    ``make_figures`` that make them from files; and how many runs it read.
+    ``declaration``: from ``study_declaration``, which checks the modules exist."""
     frame, study_runs, n_runs = study_frames(declaration.layout, declaration.study, runs)
-    module = importlib.import_module(f"analysis.{declaration.modules}_tables")
-    return module.make_tables(frame, study_runs), n_runs
+    made = {}
+    for kind in kinds:
+        module = importlib.import_module(f"analysis.{declaration.modules}_{kind}")
+        made[kind] = getattr(module, f"make_{kind}")(frame, study_runs)
+    return made, n_runs
 
 
 def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[Any]:
@@ -275,19 +284,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for the tables (<stem>.csv and .md)"
     )
+    parser.add_argument(
+        "--figures", action="store_true", help="also the figures (<stem>.png, .pdf, .csv)"
+    )
     args = parser.parse_args(argv)
-    study = args.study or args.group
+    kinds = ("tables", "figures") if args.figures else ("tables",)
     try:
-        declaration = study_declaration(study)  # before the network is asked
-        tables, n_runs = study_tables(
-            declaration, fetch_runs(args.entity, args.project, args.group)
-        )
+        declaration = study_declaration(args.study or args.group, kinds=kinds)  # before the network
+        runs = fetch_runs(args.entity, args.project, args.group)
+        made, n_runs = study_outputs(declaration, runs, kinds)
     except (WandbUnavailable, RunFilesError) as err:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
-    for stem, (numbers, shown) in tables.items():
-        write_table(numbers, shown, stem, args.out)
-    print(f"wandb_compare: {n_runs} runs -> {len(tables)} tables in {args.out}")
+    for kind, outputs in made.items():
+        write = write_table if kind == "tables" else save_figure
+        for stem, (first, second) in outputs.items():
+            write(first, second, stem, args.out)
+    counts = ", ".join(f"{len(outputs)} {kind}" for kind, outputs in made.items())
+    print(f"wandb_compare: {n_runs} runs -> {counts} in {args.out}")
     return 0
 
 

@@ -58,25 +58,41 @@ def save_tiny_run(run_dir, texts: list[str], block_size: int, seed: int = 0):
 
 
 class RecordedRun:
-    """A W&B run as the public API returns it, recorded from a job's own files: the tracker
-    logs each train_log.jsonl record (nested keys flattened) at its step, and W&B keeps one
-    history row per step (records logged at one step merge); the summary holds the last logged
-    values and metrics.json; the config is the resolved config.yaml."""
+    """A W&B run as the public API returns it, recorded from a job's own files: named and
+    identified as the job's logger config names it, its config the resolved config.yaml plus
+    the ``run_dir`` the tracker logs beside it; the tracker logs each train_log.jsonl record
+    (nested keys flattened, nulls left out) at its step, and W&B keeps one history row per step
+    (records logged at one step merge); the summary holds the last logged values and
+    metrics.json. A hand-made folder without a logger config is named as the pipeline names a
+    variant study's job, ``<stage>-<variant>-seed<N>``."""
 
-    def __init__(self, folder: Path, stage: str) -> None:
-        variant, seed = folder.name.rsplit("_seed", 1)
-        self.name = f"{stage.replace('_', '-')}-{variant}-seed{seed}"
-        self.job_type, self.id = stage, f"{stage}-{folder.name}"
-        self.path = ["e", "sparselm", self.id]
-        self.config = yaml.safe_load((folder / "config.yaml").read_text())
+    def __init__(self, folder: Path, stage: str = "pretrain") -> None:
+        from sparselm.tracking import flatten
+
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        logger = config.get("logger") or {}
+        variant, _, seed = folder.name.rpartition("_seed")
+        self.name = logger.get("name") or f"{stage.replace('_', '-')}-{variant}-seed{seed}"
+        self.id = logger.get("run_id") or f"{stage}-{folder.name}"
+        self.path, self.job_type = ["e", "sparselm", self.id], stage
+        self.config = config | {"run_dir": str(folder)}
         log = folder / "train_log.jsonl"
         rows: dict[int, dict] = {}
         for line in log.read_text().splitlines() if log.is_file() else []:
-            record = json.loads(line)
+            record = {k: v for k, v in flatten(json.loads(line)).items() if v is not None}
             rows.setdefault(record["step"], {"_step": record["step"]}).update(record)
         self._history = list(rows.values())
         self.summary_metrics = {k: v for row in self._history for k, v in row.items()}
-        self.summary_metrics |= json.loads((folder / "metrics.json").read_text())
+        self.summary_metrics |= flatten(json.loads((folder / "metrics.json").read_text()))
 
     def scan_history(self):
         return iter(self._history)
+
+
+def recorded_runs(study_dir: Path) -> list[RecordedRun]:
+    """Every job of a study's results folder (a folder holding a metrics.json) as its W&B run."""
+    return [
+        RecordedRun(path.parent, path.relative_to(study_dir).parts[0])
+        for path in sorted(study_dir.rglob("metrics.json"))
+        if path.parent.parent.name != "checkpoints"
+    ]

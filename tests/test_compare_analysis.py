@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.collect import VARIANT_COLUMNS, VARIANT_CURVE_COLUMNS
+from analysis.collect import CURVE_COLUMNS, VARIANT_COLUMNS
 from analysis.compare_claims import evaluate_claims
 from analysis.compare_tables import (
     flops_to_reach,
@@ -96,7 +96,7 @@ def _study(variants=VARIANTS) -> tuple[pd.DataFrame, pd.DataFrame]:
                 val = _loss(variant, flops, seed) if step in EVALS else math.nan
                 # a slow first step (start-up): the median ignores it, a mean would not
                 time = 10.0 if step == 5 else seconds * (1 + 0.01 * seed)
-                steps.append((variant, seed, step, step * 512, flops, math.nan, val, None, time))
+                steps.append((variant, seed, step, step * 512, flops, math.nan, val, time, None))
             final = _loss(variant, per_step * STEPS, seed)
             for metric, value in (
                 ("final_val_loss", final),
@@ -105,7 +105,7 @@ def _study(variants=VARIANTS) -> tuple[pd.DataFrame, pd.DataFrame]:
             ):
                 rows.append(("pretrain", None, variant, seed, metric, value, "x"))
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
-    return frame, pd.DataFrame(steps, columns=VARIANT_CURVE_COLUMNS)
+    return frame, pd.DataFrame(steps, columns=["variant", "seed", *CURVE_COLUMNS])
 
 
 def test_run_table_reads_every_run_at_the_smallest_budget_and_against_its_own_dense():

@@ -64,7 +64,8 @@ def test_wandb_rebuilds_the_comparison_table_the_files_give(study):
 
     results = study / "results" / "compare"
     runs = [RecordedRun(p, "pretrain") for p in sorted((results / "pretrain").iterdir())]
-    tables, n_runs = wandb_compare.study_tables(wandb_compare.study_declaration("compare"), runs)
+    made, n_runs = wandb_compare.study_outputs(wandb_compare.study_declaration("compare"), runs)
+    tables = made["tables"]
     assert list(tables) == list(load_declaration("compare").tables)
     table = tables["compare_table_main"][0]
     from_files = pd.read_csv(results / "tables" / "compare_table_main.csv")

@@ -147,7 +147,7 @@ def test_collect_variants(results: Path) -> None:
     assert set(zero["task"]) == {"arc_easy", "piqa", "wikitext"}
     assert build.main(["runs", "--study", "raptr", "--results", str(results)]) == 0
     assert (results / "tables" / "runs.csv").is_file()
-    curves = collect_mod.load_variant_curves(results)
+    curves = collect_mod.load_curves(results)
     assert len(curves) == len(METHODS) * len(SEEDS) * STEPS
 
 
@@ -165,7 +165,7 @@ def test_a_variant_runs_seed_comes_from_its_config_not_its_folder(results: Path)
     assert set(pld["seed"]) == {7, *SEEDS[1:]}
     evals = frame[frame["source"] == str(scored / "metrics.json")]
     assert set(evals["variant"]) == {"pld"} and set(evals["seed"]) == {7}
-    curves = collect_mod.load_variant_curves(results)
+    curves = collect_mod.load_curves(results)
     assert set(curves.loc[curves["variant"] == "pld", "seed"]) == {7, *SEEDS[1:]}
     assert load_specs(results)["pld"].variant == "pld"
     stray = results / "pretrain" / "scratch"  # no run's folder: skipped, not an error
@@ -173,7 +173,7 @@ def test_a_variant_runs_seed_comes_from_its_config_not_its_folder(results: Path)
     _write(stray / "train_log.jsonl", json.dumps({"step": 1}) + "\n")
     with pytest.warns(UserWarning, match="scratch/metrics.json: not a <variant>_seed<N> run"):
         assert len(collect_mod.collect_variants(results)) == len(frame)
-    assert len(collect_mod.load_variant_curves(results)) == len(curves)
+    assert len(collect_mod.load_curves(results)) == len(curves)
     del config["seed"]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(collect_mod.RunFilesError, match=r"pld_seed\d+/config.yaml has no 'seed'"):
@@ -196,7 +196,7 @@ def test_schedules_come_from_the_method_functions(results: Path) -> None:
 
 def test_main_table_matches_hand_computation(results: Path) -> None:
     frame = collect_mod.collect_variants(results)
-    curves = collect_mod.load_variant_curves(results)
+    curves = collect_mod.load_curves(results)
     specs = load_specs(results)
     table = raptr_tables.main_table(frame, specs, curves).set_index("variant")
     assert list(table.index) == [
@@ -223,9 +223,7 @@ def test_main_table_matches_hand_computation(results: Path) -> None:
 def test_transitions_table_and_claims(tmp_path: Path) -> None:
     for spike, verdict in ((0.0, HELD), (0.4, FAILED)):
         root = make_tree(tmp_path / f"spike{spike}", spike)
-        trans = raptr_tables.transitions_table(
-            collect_mod.load_variant_curves(root), load_specs(root)
-        )
+        trans = raptr_tables.transitions_table(collect_mod.load_curves(root), load_specs(root))
         at20 = trans[(trans["variant"] == "raptr") & (trans["boundary_step"] == 20)].iloc[0]
         assert (at20["val_before_step"], at20["val_after_step"]) == (20, 25)
         assert at20["val_jump"] == pytest.approx(-0.25 + spike)
@@ -321,10 +319,11 @@ def test_wandb_rebuilds_every_table_the_files_give(results: Path) -> None:
             assert filters == {"group": "raptr"}
             return runs
 
-    from_wandb, n_runs = wandb_compare.study_tables(
+    made, n_runs = wandb_compare.study_outputs(
         wandb_compare.study_declaration("raptr"),
         wandb_compare.fetch_runs("e", "sparselm", "raptr", api=Api()),
     )
+    from_wandb = made["tables"]
     frame = collect_mod.collect_variants(results)
     from_files = raptr_tables.make_tables(frame, study_runs.from_files(results, "variant"))
     assert n_runs == len(runs)

@@ -88,44 +88,16 @@ def test_bad_squarehead_config_fails_before_any_job(data_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-class RecordedRun:
-    """A W&B run as the public API returns it, recorded from a job's folder: its name is the
-    job's logger.name, its config the job's config.yaml and its summary the job's metrics.json,
-    nested keys flattened as the tracker flattens them."""
-
-    def __init__(self, name: str, folder: Path) -> None:
-        from sparselm.tracking import _flatten
-
-        self.name, self.path, self.id = name, ["e", "sparselm", name], name
-        self.summary_metrics = _flatten(json.loads((folder / "metrics.json").read_text()))
-        self.config = yaml.safe_load((folder / "config.yaml").read_text())
-
-
-def recorded_runs(results: Path) -> list[RecordedRun]:
-    runs = []
-    for kind, stage in (("sparse-ft", "sparse_finetune"), ("eval-sparse", "eval_sparse_nlg")):
-        for folder in sorted((results / stage).glob("*/*")):
-            # magnitude_s0.7_ce_squarehead_seed0 -> magnitude-s0.7-ce_squarehead-seed0
-            pruner, target, rest = folder.name.split("_", 2)
-            loss, seed = rest.rsplit("_seed", 1)
-            name = f"{kind}-{folder.parent.name}-{pruner}-{target}-{loss}-seed{seed}"
-            runs.append(RecordedRun(name, folder))
-    for folder in sorted((results / "eval_teacher_nlg").glob("*/dense_seed*")):
-        seed = folder.name.rsplit("seed", 1)[1]
-        runs.append(RecordedRun(f"eval-teacher-{folder.parent.name}-seed{seed}", folder))
-    for folder in sorted((results / "finetune").glob("*/s0.0_f1.0_seed*")):
-        seed = folder.name.rsplit("seed", 1)[1]
-        runs.append(RecordedRun(f"finetune-{folder.parent.name}-s0.0-f1.0-seed{seed}", folder))
-    return runs
-
-
 def test_wandb_rebuilds_every_table_the_files_give(study):
+    from helpers import recorded_runs
+
     from analysis import wandb_compare
 
     results = study / "results" / "squarehead"
-    tables, n_runs = wandb_compare.study_tables(
+    made, n_runs = wandb_compare.study_outputs(
         wandb_compare.study_declaration("squarehead"), recorded_runs(results)
     )
+    tables = made["tables"]
     assert n_runs == 2 * len(_runs()) + 2 * len(GRID["seeds"])  # students, scorings, teachers
     assert list(tables) == list(load_declaration("squarehead").tables)
     for stem, (table, _) in tables.items():

@@ -309,9 +309,10 @@ def test_wandb_rebuilds_a_reusing_studys_tables_as_its_files_do(tmp_path, monkey
     (studies / "trio.yaml").write_text(yaml.safe_dump(trio()))
     results = trio_runs(tmp_path / "trio")
     runs = [RecordedRun(results / "pretrain" / f"{v}_seed0", "pretrain") for v in TRIO]
-    from_wandb, n_runs = wandb_compare.study_tables(
+    made, n_runs = wandb_compare.study_outputs(
         wandb_compare.study_declaration("trio", studies), runs
     )
+    from_wandb = made["tables"]
     frame = collect.collect_variants(results, "trio")
     from_files = compare_tables.make_tables(frame, study_runs.from_files(results, "variant"))
     assert n_runs == len(TRIO) and list(from_wandb) == list(trio()["tables"])
@@ -323,9 +324,12 @@ def test_wandb_rebuilds_a_reusing_studys_tables_as_its_files_do(tmp_path, monkey
     monkeypatch.setattr(wandb_compare, "STUDIES_DIR", studies)
     monkeypatch.setattr(wandb_compare, "fetch_runs", lambda *_: runs)
     out = tmp_path / "from_wandb"
-    assert wandb_compare.main(["--entity", "e", "--group", "trio", "--out", str(out)]) == 0
+    args = ["--entity", "e", "--group", "trio", "--out", str(out), "--figures"]
+    assert wandb_compare.main(args) == 0
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(f"{stem}.{ext}" for stem in from_files for ext in ("csv", "md"))
+    figures = [f"{stem}.{ext}" for stem in trio()["figures"] for ext in ("csv", "pdf", "png")]
+    tables = [f"{stem}.{ext}" for stem in from_files for ext in ("csv", "md")]
+    assert written == sorted(tables + figures)
 
 
 def test_wandb_names_a_study_it_cannot_rebuild_in_one_line(tmp_path):

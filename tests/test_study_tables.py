@@ -4,7 +4,10 @@ and values, or fails here (see ``tests/fixtures/study_tables/record.py`` to acce
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import io
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -38,27 +41,47 @@ def assert_recorded_tables(made: Path, study: str) -> None:
         )
 
 
-VARIANT_STUDIES = ["compare", "mst", "raptr"]
-
-
-@pytest.mark.parametrize("study", VARIANT_STUDIES)
+@pytest.mark.parametrize("study", record.STUDIES)
 def test_wandb_runs_recorded_from_the_jobs_give_the_recorded_tables(study, tmp_path) -> None:
-    """Every table of a variant study, rebuilt from W&B runs recorded from its smoke jobs
-    (config, summary, per-step history) and written as ``analysis.wandb_compare`` writes them,
-    equals the recorded table."""
-    from helpers import RecordedRun
+    """Every table of every study, rebuilt from W&B runs recorded from its smoke jobs (config,
+    summary, per-step history) and written as ``analysis.wandb_compare`` writes them, equals
+    the recorded table."""
+    from helpers import recorded_runs
 
     from analysis import wandb_compare
     from analysis.outputs import write_table
 
-    results = HERE / "results" / study
-    runs = [
-        RecordedRun(folder, stage)
-        for stage in ("pretrain", "eval_zeroshot")
-        if (results / stage).is_dir()
-        for folder in sorted((results / stage).iterdir())
-    ]
-    tables, _ = wandb_compare.study_tables(wandb_compare.study_declaration(study), runs)
-    for stem, (numbers, shown) in tables.items():
+    runs = recorded_runs(HERE / "results" / study)
+    made, _ = wandb_compare.study_outputs(wandb_compare.study_declaration(study), runs)
+    for stem, (numbers, shown) in made["tables"].items():
         write_table(numbers, shown, stem, tmp_path)
     assert_recorded_tables(tmp_path, study)
+
+
+@pytest.mark.parametrize("study", record.STUDIES)
+def test_wandb_runs_give_the_figures_the_files_give(study, tmp_path) -> None:
+    """Every figure of every study, made from the W&B runs recorded from its smoke jobs (the
+    per-step histories give the curves), plots the numbers its files give: the same stems, and
+    each figure's plotted numbers as its CSV holds them, to rel 1e-9 (the runs arrive in
+    another order, so a mean may sum in another order)."""
+    from helpers import recorded_runs
+
+    from analysis import build, wandb_compare
+    from analysis.study_runs import from_files
+
+    work = tmp_path / study
+    shutil.copytree(HERE / "results" / study, work)
+    teachers = sorted(str(p) for p in (work / "finetune").glob("*/*"))
+    runs_args = ["--teachers", *teachers] if study == "squarehead" else []
+    assert build.main(["runs", "--study", study, "--results", str(work), *runs_args]) == 0
+    declaration = wandb_compare.study_declaration(study, kinds=("figures",))
+    module = importlib.import_module(f"analysis.{declaration.modules}_figures")
+    files = module.make_figures(build.read_runs(work), from_files(work, declaration.layout))
+    made, _ = wandb_compare.study_outputs(declaration, recorded_runs(work), ("figures",))
+    assert list(made["figures"]) == list(files) == list(declaration.figures)
+    for stem, (_, plotted) in made["figures"].items():
+        ours, theirs = (
+            pd.read_csv(io.StringIO(f.to_csv(index=False))) for f in (plotted, files[stem][1])
+        )
+        assert len(ours) > 0, stem
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-9, obj=stem)

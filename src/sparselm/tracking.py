@@ -71,10 +71,10 @@ class WandbTracker:
         )
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        self.run.log({k: v for k, v in _flatten(record).items() if v is not None}, step=step)
+        self.run.log({k: v for k, v in flatten(record).items() if v is not None}, step=step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
-        for k, v in _flatten(metrics).items():
+        for k, v in flatten(metrics).items():
             self.run.summary[k] = v
 
     def log_table(self, name: str, frame: pd.DataFrame) -> None:
@@ -90,12 +90,13 @@ def build_tracker(cfg: TrackerConfig) -> Tracker:
     return WandbTracker(cfg)
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys joined by ``/`` (``sparsity_by_kind/qkv``), as W&B keeps what is logged."""
     out: dict[str, Any] = {}
     for k, v in record.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
+            out.update(flatten(v, key + "/"))
         else:
             out[key] = v
     return out
