@@ -96,3 +96,92 @@ def recorded_runs(study_dir: Path) -> list[RecordedRun]:
         for path in sorted(study_dir.rglob("metrics.json"))
         if path.parent.parent.name != "checkpoints"
     ]
+
+
+class OfflineRun:
+    """A W&B run as the public API would return it, read from what the job's tracker really
+    wrote offline (``<job>/wandb/offline-run-*/run-*.wandb``, a resumed job's files in order):
+    its name, id, config, final summary and per-step history. wandb ships no reader for these
+    files, so this reads their framing itself: 32 KiB blocks of chunks, each with a 7-byte
+    header (CRC, length, type: 1 whole, 2 first, 3 middle, 4 last), after the file's 7-byte
+    header; every record is a ``wandb_internal_pb2.Record``."""
+
+    def __init__(self, job: Path) -> None:
+        from wandb.proto import wandb_internal_pb2
+
+        self.config, self.summary_metrics, self._history = {}, {}, []
+        for path in sorted(job.glob("wandb/offline-run-*/run-*.wandb")):
+            for record in _wandb_records(path.read_bytes(), wandb_internal_pb2.Record):
+                kind = record.WhichOneof("record_type")
+                if kind == "run":
+                    run = record.run
+                    self.name, self.id = run.display_name, run.run_id
+                    self.config |= {u.key: json.loads(u.value_json) for u in run.config.update}
+                elif kind == "history":
+                    self._history.append(
+                        {_item_key(i): json.loads(i.value_json) for i in record.history.item}
+                    )
+                elif kind == "summary":
+                    self.summary_metrics |= {
+                        _item_key(u): json.loads(u.value_json) for u in record.summary.update
+                    }
+        self.path = ["e", "sparselm", self.id]
+
+    def scan_history(self):
+        return iter(self._history)
+
+
+def _item_key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def _wandb_records(data: bytes, record_type):
+    block, pos, payload = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        payload += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = record_type()
+            record.ParseFromString(payload)
+            payload = b""
+            yield record
+
+
+def offline_runs(study_dir: Path) -> list[OfflineRun]:
+    """Every job of a study's results folder that logged to W&B offline, as its W&B run."""
+    jobs = sorted({p.parents[2] for p in study_dir.rglob("wandb/offline-run-*/run-*.wandb")})
+    return [OfflineRun(job) for job in jobs]
+
+
+def assert_wandb_outputs_are_the_files(study: str, results: Path, runs: list) -> None:
+    """Every table and figure the study declares, made from its W&B ``runs`` by
+    ``analysis.wandb_compare``, holds the numbers made from its results folder (whose runs table
+    is built): a table's numbers, a figure's plotted numbers, each as its CSV holds them, to rel
+    1e-9 (the runs arrive in another order, so a mean may sum in another order)."""
+    import importlib
+    import io
+
+    import pandas as pd
+
+    from analysis import build, wandb_compare
+    from analysis.study_runs import from_files
+
+    kinds = ("tables", "figures")
+    declaration = wandb_compare.study_declaration(study, kinds=kinds)
+    made, _ = wandb_compare.study_outputs(declaration, runs, kinds)
+    study_runs = from_files(results, declaration.layout)
+    for kind in kinds:
+        module = importlib.import_module(f"analysis.{declaration.modules}_{kind}")
+        files = getattr(module, f"make_{kind}")(build.read_runs(results), study_runs)
+        assert sorted(made[kind]) == sorted(files) == sorted(getattr(declaration, kind))
+        for stem, outputs in files.items():
+            numbers = 1 if kind == "figures" else 0  # (figure, plotted) or (numbers, Markdown)
+            ours, theirs = (
+                pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+                for frame in (made[kind][stem][numbers], outputs[numbers])
+            )
+            pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-9, obj=stem)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import RecordedRun
+from helpers import assert_wandb_outputs_are_the_files, offline_runs
 from test_pipeline import BLOCK_IMPORTS, run_smoke_study, snakemake
 
 from analysis.study_declaration import load_declaration
@@ -60,10 +60,12 @@ def test_every_variant_ran_its_own_method_on_the_same_model(study):
 
 
 def test_wandb_rebuilds_the_comparison_table_the_files_give(study):
+    """From the W&B runs the jobs wrote offline, as the tracker really logged them."""
     from analysis import wandb_compare
 
     results = study / "results" / "compare"
-    runs = [RecordedRun(p, "pretrain") for p in sorted((results / "pretrain").iterdir())]
+    runs = offline_runs(results)
+    assert_wandb_outputs_are_the_files("compare", results, runs)
     made, n_runs = wandb_compare.study_outputs(wandb_compare.study_declaration("compare"), runs)
     tables = made["tables"]
     assert list(tables) == list(load_declaration("compare").tables)

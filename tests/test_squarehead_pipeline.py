@@ -89,14 +89,16 @@ def test_bad_squarehead_config_fails_before_any_job(data_dir, tmp_path):
 
 
 def test_wandb_rebuilds_every_table_the_files_give(study):
-    from helpers import recorded_runs
+    """From the W&B runs the jobs wrote offline, as the tracker really logged them: every table
+    and figure as the files give them, and the tables' numbers checked column by column."""
+    from helpers import assert_wandb_outputs_are_the_files, offline_runs
 
     from analysis import wandb_compare
 
     results = study / "results" / "squarehead"
-    made, n_runs = wandb_compare.study_outputs(
-        wandb_compare.study_declaration("squarehead"), recorded_runs(results)
-    )
+    runs = offline_runs(results)
+    assert_wandb_outputs_are_the_files("squarehead", results, runs)
+    made, n_runs = wandb_compare.study_outputs(wandb_compare.study_declaration("squarehead"), runs)
     tables = made["tables"]
     assert n_runs == 2 * len(_runs()) + 2 * len(GRID["seeds"])  # students, scorings, teachers
     assert list(tables) == list(load_declaration("squarehead").tables)

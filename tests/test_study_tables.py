@@ -4,9 +4,7 @@ and values, or fails here (see ``tests/fixtures/study_tables/record.py`` to acce
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import io
 import shutil
 from pathlib import Path
 
@@ -60,28 +58,15 @@ def test_wandb_runs_recorded_from_the_jobs_give_the_recorded_tables(study, tmp_p
 
 @pytest.mark.parametrize("study", record.STUDIES)
 def test_wandb_runs_give_the_figures_the_files_give(study, tmp_path) -> None:
-    """Every figure of every study, made from the W&B runs recorded from its smoke jobs (the
-    per-step histories give the curves), plots the numbers its files give: the same stems, and
-    each figure's plotted numbers as its CSV holds them, to rel 1e-9 (the runs arrive in
-    another order, so a mean may sum in another order)."""
-    from helpers import recorded_runs
+    """Every figure (and table) of every study, made from the W&B runs recorded from its smoke
+    jobs (the per-step histories give the curves), plots the numbers its files give."""
+    from helpers import assert_wandb_outputs_are_the_files, recorded_runs
 
-    from analysis import build, wandb_compare
-    from analysis.study_runs import from_files
+    from analysis import build
 
     work = tmp_path / study
     shutil.copytree(HERE / "results" / study, work)
     teachers = sorted(str(p) for p in (work / "finetune").glob("*/*"))
     runs_args = ["--teachers", *teachers] if study == "squarehead" else []
     assert build.main(["runs", "--study", study, "--results", str(work), *runs_args]) == 0
-    declaration = wandb_compare.study_declaration(study, kinds=("figures",))
-    module = importlib.import_module(f"analysis.{declaration.modules}_figures")
-    files = module.make_figures(build.read_runs(work), from_files(work, declaration.layout))
-    made, _ = wandb_compare.study_outputs(declaration, recorded_runs(work), ("figures",))
-    assert list(made["figures"]) == list(files) == list(declaration.figures)
-    for stem, (_, plotted) in made["figures"].items():
-        ours, theirs = (
-            pd.read_csv(io.StringIO(f.to_csv(index=False))) for f in (plotted, files[stem][1])
-        )
-        assert len(ours) > 0, stem
-        pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=1e-9, obj=stem)
+    assert_wandb_outputs_are_the_files(study, work, recorded_runs(work))
