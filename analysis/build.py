@@ -7,9 +7,8 @@
 
 The study's declaration (``pipelines/studies/<study>.yaml``) names the analysis modules that
 make its outputs (``analysis.<modules>_tables``, ``_figures``, ``_report``: its own, or another
-study's it reuses), the outputs' stems and how its runs are laid out (``runs`` reads them so;
-a SquareHead-layout study also takes its dense teachers' run folders, ``--teachers``). A
-missing input is one line on stderr and exit 1, with nothing written.
+study's it reuses), the outputs' stems and how its runs are laid out (``runs`` reads them so).
+A missing input is one line on stderr and exit 1, with nothing written.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import pandas as pd
 from analysis.study_declaration import StudyDeclaration, declared_studies, load_declaration
 
 KINDS = ("runs", "tables", "figures", "report")
-COMMON_OPTIONS = ("kind", "study", "results", "out", "scale", "teachers")  # the rest: a report's
+COMMON_OPTIONS = ("kind", "study", "results", "out", "scale")  # the rest: a report's
 
 
 def read_runs(results: Path) -> pd.DataFrame:
@@ -37,34 +36,26 @@ def read_runs(results: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"target": str}) if path.is_file() else pd.DataFrame()
 
 
-def build_runs(declared: StudyDeclaration, results: Path, out: Path, teachers: list[Path]) -> int:
-    """``runs.csv``: one tidy row per (run, metric), as the study's layout lays its runs out, or
-    per SquareHead run with ``curves.csv`` (its training curves) beside it. Each file is
-    written whole or not at all."""
-    from analysis import collect, squarehead_runs  # pandas-heavy readers, only when building
+def build_runs(declared: StudyDeclaration, results: Path, out: Path) -> int:
+    """``runs.csv``: one tidy row per (run, metric), as the study's layout lays its runs out (a
+    SquareHead study's: one row per run). Written whole or not at all."""
+    from analysis.run_store import RunFilesError, as_store  # pandas-heavy, only when building
+    from analysis.study_runs import runs_table
 
-    study, tables = declared.study, {}
+    study = declared.study
     try:
-        if declared.layout == "squarehead":
-            tables[out], tables[out.parent / "curves.csv"] = squarehead_runs.collect(
-                results, teachers
-            )
-        elif declared.layout == "sparsity":
-            tables[out] = collect.collect(results, study)
-        else:
-            tables[out] = collect.collect_variants(results, study)
-    except (collect.RunFilesError, squarehead_runs.StudyInputError) as err:
+        table = runs_table(as_store(results, study), declared.layout)
+    except RunFilesError as err:
         print(f"{study}_runs: {err}", file=sys.stderr)
         return 1
-    if tables[out].empty:
+    if table.empty:
         print(f"{study}_runs: no metrics.json found under {results}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    for path, frame in tables.items():
-        partial = path.with_name(path.name + ".tmp")
-        frame.to_csv(partial, index=False)
-        os.replace(partial, path)
-    print(f"{study}_runs: {len(tables[out])} rows -> {out}")
+    partial = out.with_name(out.name + ".tmp")
+    table.to_csv(partial, index=False)
+    os.replace(partial, out)
+    print(f"{study}_runs: {len(table)} rows -> {out}")
     return 0
 
 
@@ -121,18 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results/reports/<study>.md",
     )
     parser.add_argument("--scale", default=None, help="a report: the scale of its results")
-    parser.add_argument("--teachers", type=Path, nargs="+", default=[], help="SquareHead runs")
     module = report_module(argv)
     if module is not None and hasattr(module, "add_args"):
         module.add_args(parser)
     args = parser.parse_args(argv)
     declared = load_declaration(args.study)
     results = args.results or Path(f"results/{args.study}")
-    if args.teachers and (args.kind != "runs" or declared.layout != "squarehead"):
-        parser.error("--teachers: only a SquareHead-layout study's runs have teachers")
     if args.kind == "runs":
         out = args.out or results / "tables" / "runs.csv"
-        return build_runs(declared, results, out, args.teachers)
+        return build_runs(declared, results, out)
     if args.kind != "report":
         return build_outputs(declared, args.kind, results, args.out or results / args.kind)
     from analysis.report_engine import build_report

@@ -11,25 +11,16 @@ from its config.yaml, and an evaluation takes both from the run it scored.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from sparselm.tracking import flatten
-
-
-class RunFilesError(Exception):
-    """A run folder lacks a file or key its values are read from; the message names it."""
-
+from analysis.run_store import RunFilesError, RunRecord, RunStore, as_store, run_key
 
 COLUMNS = ["stage", "task", "sparsity", "fraction", "seed", "metric", "value", "source"]
 VARIANT_COLUMNS = ["stage", "task", "variant", "seed", "metric", "value", "source"]
@@ -78,25 +69,6 @@ def eval_metrics(flat: dict[str, Any], folder_task: str | None) -> Iterator[tupl
         yield (short_task(lm_task) if lm_task else folder_task), metric, float(value)
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """What one job left: its resolved config and its metrics (metrics.json, or a W&B run's
-    summary), each with where it was read, for error messages."""
-
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    config_at: str
-    metrics_at: str
-
-
-def run_key(path: str | Path) -> str:
-    """A run folder from its stage folder on (``finetune/e2e/s0.5_f1.0_seed0``): how one job's
-    config names another run (``pretrained``, ``checkpoint``) wherever the results tree lies."""
-    parts = Path(path).parts
-    stage_at = max((i for i, part in enumerate(parts) if part in STAGES), default=0)
-    return "/".join(parts[stage_at:])
-
-
 def value_of(data: dict[str, Any], key: str, where: str) -> Any:
     """``data[key]``; a one-line error naming ``where`` (the file) and the key otherwise."""
     if key not in data:
@@ -133,29 +105,6 @@ def variant_values(key: str, record_of: Callable[[str], RunRecord]) -> dict[str,
     return {"variant": label["variant"], "seed": int(value_of(run.config, "seed", run.config_at))}
 
 
-def read_run_file(path: Path) -> dict[str, Any]:
-    """A job's metrics.json or config.yaml as a dict (an empty file reads as {})."""
-    return (json.loads if path.suffix == ".json" else yaml.safe_load)(path.read_text()) or {}
-
-
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunFilesError(f"{path} is missing: its run folder holds no complete job")
-    return read_run_file(path)
-
-
-def file_records(study_dir: Path) -> Callable[[str], RunRecord]:
-    """``record_of`` over a study's folders: a run's config.yaml and metrics.json, each read
-    once (every fine-tuning run and evaluation leads back to the same pre-training runs)."""
-
-    @functools.cache
-    def record_of(key: str) -> RunRecord:
-        config, metrics = study_dir / key / "config.yaml", study_dir / key / "metrics.json"
-        return RunRecord(_read(config), _read(metrics), str(config), str(metrics))
-
-    return record_of
-
-
 def metric_rows(
     stage: str, task: str | None, labels: dict[str, Any], data: dict[str, Any], source: str
 ) -> list[dict[str, Any]]:
@@ -171,86 +120,40 @@ def metric_rows(
     ]
 
 
-def _study_dir(results_dir: Path, study: str) -> Path:
-    results_dir = Path(results_dir)
-    if not any((results_dir / stage).is_dir() for stage in STAGES):
-        return results_dir / study
-    return results_dir
-
-
-def collect(results_dir: Path, study: str = "spdf") -> pd.DataFrame:
-    """One tidy row per (run, metric) from every metrics.json under ``results_dir``.
-
-    ``results_dir`` is the study folder (``results/spdf``); if it is the parent ``results``
-    folder, ``study`` picks the sub-folder.
-    """
-    results_dir = _study_dir(results_dir, study)
-    rows: list[dict[str, Any]] = []
-    record_of = file_records(results_dir)
-    for stage, (has_task, _) in STAGES.items():
-        pattern = "*/*/metrics.json" if has_task else "*/metrics.json"
-        for path in sorted((results_dir / stage).glob(pattern)):
-            key = run_key(path.parent)
-            values = run_values(key, record_of)
-            data = record_of(key).metrics
-            rows.extend(metric_rows(stage, values.pop("task"), values, data, str(path)))
+def collect(runs: RunStore | Path, study: str = "spdf") -> pd.DataFrame:
+    """One tidy row per (run, metric) of every finished job of an SPDF-layout study, from its
+    results folder (the study's, or the ``results`` folder holding it) or its W&B runs."""
+    store, rows = as_store(runs, study), []
+    for stage in STAGES:
+        for key in store.keys(stage):
+            values = run_values(key, store.record)
+            metrics = store.record(key).metrics
+            rows.extend(metric_rows(stage, values.pop("task"), values, metrics, store.source(key)))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.astype({"sparsity": float, "fraction": float, "seed": int, "value": float})
 
 
-def collect_variants(results_dir: Path, study: str = "raptr") -> pd.DataFrame:
+def collect_variants(runs: RunStore | Path, study: str = "raptr") -> pd.DataFrame:
     """As ``collect`` for a study whose runs are named ``<variant>_seed<seed>``."""
-    results_dir = _study_dir(results_dir, study)
-    rows: list[dict[str, Any]] = []
-    record_of = file_records(results_dir)
+    store, rows = as_store(runs, study), []
     for stage in VARIANT_STAGES:
-        for path in sorted((results_dir / stage).glob("*/metrics.json")):
-            key = run_key(path.parent)
-            values = variant_values(key, record_of)
+        for key in store.keys(stage):
+            values = variant_values(key, store.record)
             if values is None:  # a folder of another kind, or an evaluation of one
-                warnings.warn(f"skipping {path}: not a <variant>_seed<N> run", stacklevel=2)
+                where = store.source(key)
+                warnings.warn(f"skipping {where}: not a <variant>_seed<N> run", stacklevel=2)
                 continue
-            rows.extend(metric_rows(stage, None, values, record_of(key).metrics, str(path)))
+            rows.extend(
+                metric_rows(stage, None, values, store.record(key).metrics, store.source(key))
+            )
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
     return frame.astype({"seed": int, "value": float})
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    for line in path.read_text().splitlines():
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line of a job still running
-
-
-def pretrain_logs(
-    results_dir: Path, layout: str = "variant"
-) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(the run's values, one record) per line of every finished pre-training run's
-    train_log.jsonl, in folder order; the values as ``run_values`` (sparsity, seed) or
-    ``variant_values`` (variant, seed) read them. A job still running (no metrics.json) is left
-    out."""
-    study_dir = Path(results_dir)
-    record_of = file_records(study_dir)
-    for path in sorted((study_dir / "pretrain").glob("*/train_log.jsonl")):
-        key = run_key(path.parent)
-        if not (path.parent / "metrics.json").is_file():
-            continue
-        if layout == "variant":
-            values = variant_values(key, record_of)
-            if values is None:
-                continue
-        else:
-            found = run_values(key, record_of)
-            values = {"sparsity": found["sparsity"], "seed": found["seed"]}
-        for record in read_jsonl(path):
-            yield values, record
-
-
 def curves_frame(rows: list[dict[str, Any]], layout: str) -> pd.DataFrame:
-    """One row per logged step of every pre-training run (files or W&B histories alike): the
-    run's labels (``CURVE_LABELS[layout]``), ``CURVE_COLUMNS``, then every other logged value
-    by name, nested keys flattened as the W&B tracker logs them (``sparsity_by_kind/qkv``)."""
+    """One row per logged step of every pre-training run: the run's labels
+    (``CURVE_LABELS[layout]``), ``CURVE_COLUMNS``, then every other logged value by name, nested
+    keys flattened as the W&B tracker logs them (``sparsity_by_kind/qkv``)."""
     labels, frame = CURVE_LABELS[layout], pd.DataFrame(rows)
     extra = sorted(set(frame.columns) - {*labels, *CURVE_COLUMNS})
     frame = frame.reindex(columns=[*labels, *CURVE_COLUMNS, *extra])
@@ -258,11 +161,18 @@ def curves_frame(rows: list[dict[str, Any]], layout: str) -> pd.DataFrame:
     return frame.astype(numbers | ({"sparsity": float} if layout == "sparsity" else {}))
 
 
-def load_curves(results_dir: Path, layout: str = "variant") -> pd.DataFrame:
-    """``curves_frame`` of a study folder's ``train_log.jsonl`` files; ``val_loss`` is NaN off
-    eval steps. A value logged as null is left out, as the tracker leaves it out of W&B."""
-    rows = [
-        values | {k: v for k, v in flatten(record).items() if v is not None}
-        for values, record in pretrain_logs(results_dir, layout)
-    ]
+def load_curves(runs: RunStore | Path, layout: str = "variant", study: str = "") -> pd.DataFrame:
+    """``curves_frame`` of every finished pre-training run's logged steps (its train_log.jsonl
+    or W&B history), labelled as ``run_values`` (sparsity, seed) or ``variant_values``
+    (variant, seed) label it; ``val_loss`` is NaN off eval steps."""
+    store, rows = as_store(runs, study), []
+    for key in store.keys("pretrain"):
+        if layout == "variant":
+            values = variant_values(key, store.record)
+            if values is None:
+                continue
+        else:
+            found = run_values(key, store.record)
+            values = {"sparsity": found["sparsity"], "seed": found["seed"]}
+        rows.extend(values | record for record in store.history(key))
     return curves_frame(rows, layout)

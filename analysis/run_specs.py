@@ -1,6 +1,6 @@
 """What each variant of a variant-layout study ran (RaPTr, MST, comparison), read back from its
-pre-training files: the lowest seed's resolved ``config.yaml`` and the first row of its
-``train_log.jsonl`` (where an MST job logs the knob value its FLOP budget solved)."""
+pre-training job (files or W&B run): the lowest seed's resolved config and its first logged
+step (where an MST job logs the knob value its FLOP budget solved)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.collect import parse_variant_dir, read_jsonl, read_run_file, value_of
+from analysis.collect import parse_variant_dir, value_of
+from analysis.run_store import RunStore, as_store
 from sparselm.flops import DEFAULT_CONVENTION
 
 
@@ -56,23 +57,21 @@ def spec_from_config(
     )
 
 
-def _first_log_row(run_dir: Path) -> dict[str, Any]:
-    log = run_dir / "train_log.jsonl"
-    return next(iter(read_jsonl(log)), {}) if log.is_file() else {}
-
-
-def load_specs(results_dir: Path) -> dict[str, RunSpec]:
-    """variant -> RunSpec, from the pre-training files of its lowest seed (its config's)."""
-    found: dict[str, tuple[int, Path, dict[str, Any]]] = {}
-    for path in sorted((Path(results_dir) / "pretrain").glob("*/config.yaml")):  # a fixed order
-        label = parse_variant_dir(path.parent.name)
+def load_specs(runs: RunStore | Path) -> dict[str, RunSpec]:
+    """variant -> RunSpec, from the finished pre-training job of its lowest seed (its config's,
+    and its first logged step), in a results folder or among W&B runs."""
+    store, found = as_store(runs, ""), {}
+    for key in store.keys("pretrain"):  # a fixed order
+        label = parse_variant_dir(Path(key).name)
         if label is None:
             continue
-        variant, config = label["variant"], read_run_file(path)
-        seed = int(value_of(config, "seed", str(path)))
-        if variant not in found or seed < found[variant][0]:
-            found[variant] = (seed, path, config)
+        record = store.record(key)
+        seed = int(value_of(record.config, "seed", record.config_at))
+        if label["variant"] not in found or seed < found[label["variant"]][0]:
+            found[label["variant"]] = (seed, key)
     return {
-        variant: spec_from_config(variant, config, _first_log_row(path.parent))
-        for variant, (_, path, config) in found.items()
+        variant: spec_from_config(
+            variant, store.record(key).config, next(iter(store.history(key)), {})
+        )
+        for variant, (_, key) in found.items()
     }

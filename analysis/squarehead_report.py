@@ -72,7 +72,7 @@ def caveats(inputs: Inputs) -> list[str]:
 def provenance(inputs: Inputs) -> list[str]:
     return [
         f"Every number comes from the metrics.json and train_log.jsonl files under "
-        f"{inputs.results_dir} (gathered in `tables/runs.csv` and `tables/curves.csv`).",
+        f"{inputs.results_dir} (gathered in `tables/runs.csv`).",
     ]
 
 

@@ -1,5 +1,5 @@
-"""Gather the SquareHead study into ``tables/runs.csv`` (one row per run) and ``curves.csv``
-(``python -m analysis.build runs --study squarehead --teachers <run> [...]``).
+"""Gather the SquareHead study into ``tables/runs.csv`` (one row per run, ``python -m
+analysis.build runs --study squarehead``) and its students' training curves.
 
 A student's facts (pruner, target, loss, seed) are read from its resolved config.yaml, the
 same way from a W&B run's config, never from its folder name; its scores are those of the
@@ -10,14 +10,13 @@ with ``pruner=none, loss=dense, sparsity=0``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from analysis.collect import read_jsonl, read_run_file
+from analysis.run_store import RunFilesError, RunRecord, RunStore, as_store
 
 FACTS = ("pruner", "target", "loss", "seed")
 LOSS_ORDER = ("ce", "ce_kl", "ce_squarehead", "ce_kl_squarehead")
@@ -34,11 +33,7 @@ TRAIN_FIELDS = ["final_val_loss", "dense_val_loss", "pruned_val_loss", "mask_spa
                 "inference_flops_ratio"]  # fmt: skip
 CURVE_FIELDS = ["step", "loss_total", "loss_ce", "loss_kl", "loss_squarehead", "train_loss",
                 "val_loss"]  # fmt: skip
-CURVE_COLUMNS = [*FACTS, "task", *CURVE_FIELDS]  # curves.csv
-
-
-class StudyInputError(Exception):
-    """A results folder that does not hold what the study should have written."""
+CURVE_COLUMNS = [*FACTS, "task", *CURVE_FIELDS]
 
 
 def run_facts(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,20 +49,17 @@ def run_facts(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _task_and_facts(record: RunRecord, facts=run_facts) -> tuple[str, dict[str, Any]]:
+    """(task, facts) of a job from its config; one error naming the config if it has none."""
     try:
-        return read_run_file(path)
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as e:
-        raise StudyInputError(f"{path}: unreadable ({e})") from None
-
-
-def _task_and_facts(config_path: Path, facts=run_facts) -> tuple[str, dict[str, Any]]:
-    """(task, facts) of a run from its config.yaml; one error naming the file if it has none."""
-    config = _read(config_path)
-    try:
-        return str(config["task"]["name"]), facts(config)
+        return str(record.config["task"]["name"]), facts(record.config)
     except (KeyError, TypeError, ValueError) as e:
-        raise StudyInputError(f"{config_path}: not this study's job config (no {e})") from None
+        raise RunFilesError(f"{record.config_at}: not this study's job config (no {e})") from None
+
+
+def _scores(store: RunStore, key: str) -> dict[str, Any]:
+    """A scoring job's metrics; {} if it has not run."""
+    return store.record(key).metrics if key in store.keys(key.split("/")[0]) else {}
 
 
 def _task_metrics(evals: dict[str, Any], task: str) -> dict[str, float]:
@@ -99,25 +91,31 @@ def teacher_row(task: str, seed: int, train: dict, evals: dict) -> dict[str, Any
     }  # fmt: skip
 
 
-def collect(results: Path, teachers: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows, curves = [], []
-    for metrics_path in sorted((results / "sparse_finetune").glob("*/*/metrics.json")):
-        run_dir = metrics_path.parent
-        task, facts = _task_and_facts(run_dir / "config.yaml")
-        eval_path = results / "eval_sparse_nlg" / task / run_dir.name / "metrics.json"
-        evals = _read(eval_path) if eval_path.is_file() else {}
-        rows.append(student_row(task, facts, _read(metrics_path), evals))
-        log = run_dir / "train_log.jsonl"
-        if log.is_file():
-            curves.extend(curve_rows({"task": task, **facts}, read_jsonl(log)))
-    for teacher in teachers:
-        task, seed = _task_and_facts(Path(teacher) / "config.yaml", lambda c: int(c["seed"]))
-        eval_path = results / "eval_teacher_nlg" / task / f"dense_seed{seed}" / "metrics.json"
-        evals = _read(eval_path) if eval_path.is_file() else {}
-        rows.append(teacher_row(task, seed, _read(Path(teacher) / "metrics.json"), evals))
+def collect(runs: RunStore | Path) -> pd.DataFrame:
+    """``tables/runs.csv``: one row per student (``sparse_finetune``) with its scores
+    (``eval_sparse_nlg``, the same folder name), and per dense teacher (``finetune``) with its
+    own (``eval_teacher_nlg/<task>/dense_seed<N>``), from the results folder or W&B runs."""
+    store, rows = as_store(runs, "squarehead"), []
+    for key in store.keys("sparse_finetune"):
+        task, facts = _task_and_facts(store.record(key))
+        evals = _scores(store, f"eval_sparse_nlg/{task}/{Path(key).name}")
+        rows.append(student_row(task, facts, store.record(key).metrics, evals))
+    for key in store.keys("finetune"):
+        task, seed = _task_and_facts(store.record(key), lambda c: int(c["seed"]))
+        evals = _scores(store, f"eval_teacher_nlg/{task}/dense_seed{seed}")
+        rows.append(teacher_row(task, seed, store.record(key).metrics, evals))
     if not rows:
-        raise StudyInputError(f"{results}/sparse_finetune: no finished runs")
-    return pd.DataFrame(rows), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+        raise RunFilesError("no finished sparse_finetune or finetune job")
+    return pd.DataFrame(rows)
+
+
+def curves(runs: RunStore | Path) -> pd.DataFrame:
+    """Every student's training curve (``curve_rows``), labelled by its task and facts."""
+    store, rows = as_store(runs, "squarehead"), []
+    for key in store.keys("sparse_finetune"):
+        task, facts = _task_and_facts(store.record(key))
+        rows += curve_rows({"task": task, **facts}, store.history(key))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def curve_rows(facts: dict[str, Any], records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

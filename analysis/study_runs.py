@@ -1,7 +1,7 @@
-"""What a study's tables and figures read beyond its runs table: what each variant ran and the
-training curves. ``from_files`` reads them from a results folder; ``analysis.wandb_compare``
-builds the same from W&B runs, so every table and figure is made by one function from either
-source."""
+"""What a study's tables and figures read: its runs table and, beyond it, what each variant ran
+and the training curves, read from a ``run_store.RunStore``, so the one reader serves the
+results folder (``analysis.build``) and the W&B runs (``analysis.wandb_compare``) alike, and
+every table and figure is made by one function from either source."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import load_curves
+from analysis import squarehead_runs
+from analysis.collect import collect, collect_variants, load_curves
 from analysis.run_specs import RunSpec, load_specs
+from analysis.run_store import FileRuns, RunStore
 
 
 @dataclass(frozen=True)
@@ -24,11 +26,21 @@ class StudyRuns:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def from_files(results_dir: Path, layout: str) -> StudyRuns:
-    """A study folder's ``StudyRuns``, as its declared ``layout`` lays the runs out (a SquareHead
-    study's curves are the ``tables/curves.csv`` that ``analysis.build runs`` gathered)."""
+def runs_table(store: RunStore, layout: str) -> pd.DataFrame:
+    """The study's runs table (``tables/runs.csv``), as its declared ``layout`` lays runs out."""
     if layout == "squarehead":
-        path = Path(results_dir) / "tables" / "curves.csv"
-        return StudyRuns(curves=pd.read_csv(path, dtype={"target": str}))
-    specs = load_specs(results_dir) if layout == "variant" else {}
-    return StudyRuns(specs, load_curves(results_dir, layout))
+        return squarehead_runs.collect(store)
+    return collect(store) if layout == "sparsity" else collect_variants(store)
+
+
+def study_runs(store: RunStore, layout: str) -> StudyRuns:
+    """The study's ``StudyRuns``, as its declared ``layout`` lays runs out."""
+    if layout == "squarehead":
+        return StudyRuns(curves=squarehead_runs.curves(store))
+    specs = load_specs(store) if layout == "variant" else {}
+    return StudyRuns(specs, load_curves(store, layout))
+
+
+def from_files(results_dir: Path, layout: str) -> StudyRuns:
+    """A study folder's ``StudyRuns``."""
+    return study_runs(FileRuns(results_dir), layout)

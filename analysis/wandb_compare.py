@@ -1,12 +1,10 @@
 """A study's tables (and figures) from W&B runs (public API) instead of results/ files.
 
-Useful to compare a study while it runs elsewhere. Runs are grouped by study (the W&B group)
-and run: the run name ``<stage>-<variant>-seed<N>`` for the variant studies, whose pre-training
-runs' logged histories give the curves (eval losses, step times, path lengths); for SPDF, the
-values its files would give (``analysis.collect.run_values``, through the runs each config
-names, found by the ``run_dir`` every job logs beside its config); a SquareHead student's facts
-come from its config, paired with its scoring job by name
-(``sparse-ft-<task>-<pruner>-<target>-<loss>-seed<N>``), its curve from its own history.
+Useful to compare a study while it runs elsewhere. The study's runs are its W&B group; each is
+known by the folder its job ran in (the ``run_dir`` every job logs beside its config), so the
+readers that read the study's files read its runs (``analysis.study_runs`` through
+``WandbRuns``): a run's values come from its config and summary, labelled exactly as its files
+would label it, and the curves from its logged history.
 From these every table (and, with ``--figures``, figure) the study declares is made by the same
 ``make_tables`` (``make_figures``) as from files (``analysis.study_runs``), so every declared
 study is supported, its runs read as its declared ``layout`` lays them out. It needs network
@@ -23,45 +21,24 @@ import argparse
 import importlib
 import importlib.util
 import os
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis import squarehead_runs
-from analysis.collect import (
-    COLUMNS,
-    STAGES,
-    VARIANT_COLUMNS,
-    RunFilesError,
-    RunRecord,
-    curves_frame,
-    metric_rows,
-    run_key,
-    run_values,
-)
 from analysis.outputs import save_figure, write_table
-from analysis.run_specs import RunSpec, spec_from_config
+from analysis.run_store import STAGE_DEPTH, RunFilesError, RunRecord, logged, run_key
 from analysis.study_declaration import (
     STUDIES_DIR,
     StudyDeclaration,
     declared_studies,
     load_declaration,
 )
-from analysis.study_runs import StudyRuns
+from analysis.study_runs import StudyRuns, runs_table, study_runs
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
-# logger.name of a variant study's job: pretrain-<variant>-seed<N>, eval-zeroshot-<variant>-seed<N>
-RUN_NAME = re.compile(
-    r"^(?:pretrain|eval-zeroshot)-(?P<variant>[a-z][a-z0-9_]*)-seed(?P<seed>\d+)$"
-)
-# SquareHead's jobs: a student, its scoring, a teacher's scoring, a teacher (SPDF-style name)
-STUDENT = re.compile(r"^(?P<kind>sparse-ft|eval-sparse)-(?P<task>[a-z0-9]+)-(?P<run>.+-seed\d+)$")
-TEACHER_EVAL = re.compile(r"^eval-teacher-(?P<task>[a-z0-9]+)-seed(?P<seed>\d+)$")
-TEACHER = re.compile(r"^finetune-(?P<task>[a-z0-9]+)-s0\.0-f1\.0-seed(?P<seed>\d+)$")
 TIMEOUT_S = 30
 
 
@@ -69,135 +46,45 @@ class WandbUnavailable(Exception):
     """The public API can't be reached or used; the message is meant for one line."""
 
 
-def _summary(run: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(run.summary_metrics or {}).items() if not k.startswith("_")}
-
-
 def _source(run: Any) -> str:
     return "wandb:" + "/".join(getattr(run, "path", []) or [str(run.id)])
 
 
-def spdf_rows(runs: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Tidy rows (collect.COLUMNS) of the SPDF study's runs, and its pre-training runs' curves
-    (``history_rows``). Each run is labelled as its files would label it
-    (``collect.run_values``: an evaluation by the run it scored, a fine-tuning run by the one
-    it started from), the runs found by the folder every job logs beside its config
-    (``run_dir``)."""
-    records: dict[str, tuple[Any, RunRecord]] = {}
-    for run in runs:
-        config, where = dict(run.config or {}), f"W&B run {_source(run)}"
-        if "run_dir" not in config:
-            raise WandbUnavailable(
-                f"{where} has no run_dir in its config: logged by an older sparselm"
-            )
-        key = run_key(config["run_dir"])
-        if key.split("/")[0] in STAGES:
-            records[key] = (
-                run,
-                RunRecord(config, _summary(run), f"{where} config", f"{where} summary"),
-            )
+class WandbRuns:
+    """A study's W&B runs as a ``run_store.RunStore``: each known by the folder its job ran in
+    (the ``run_dir`` the tracker logs beside its config), so its values are read exactly as
+    its files would give them; its metrics are its summary (W&B's own ``_`` keys left out)."""
 
-    def record_of(key: str) -> RunRecord:
-        if key not in records:
-            raise WandbUnavailable(f"no run of the results folder {key} among the W&B runs")
-        return records[key][1]
+    def __init__(self, runs: list[Any]) -> None:
+        self.runs: dict[str, Any] = {}
+        for run in runs:
+            config = dict(run.config or {})
+            if "run_dir" not in config:
+                raise WandbUnavailable(
+                    f"W&B run {_source(run)} has no run_dir in its config: logged by an older "
+                    "sparselm"
+                )
+            key = run_key(config["run_dir"])
+            if key.split("/")[0] in STAGE_DEPTH:
+                self.runs[key] = run
 
-    rows, curves = [], []
-    for key, (run, record) in records.items():
-        values = run_values(key, record_of)
-        stage, task = key.split("/")[0], values.pop("task")
-        rows += metric_rows(stage, task, values, record.metrics, _source(run))
-        if stage == "pretrain":
-            curves += history_rows(run, {"sparsity": values["sparsity"], "seed": values["seed"]})
-    return rows, curves
+    def keys(self, stage: str) -> list[str]:
+        return sorted(key for key in self.runs if key.split("/")[0] == stage)
 
+    def record(self, key: str) -> RunRecord:
+        if key not in self.runs:
+            raise RunFilesError(f"no run of the results folder {key} among the W&B runs")
+        run, where = self.runs[key], f"W&B run {_source(self.runs[key])}"
+        summary = {k: v for k, v in dict(run.summary_metrics or {}).items() if k[:1] != "_"}
+        return RunRecord(dict(run.config or {}), summary, f"{where} config", f"{where} summary")
 
-def history_rows(run: Any, labels: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per logged step of ``run``'s W&B history: ``labels`` and every value it logged (W&B's
-    own ``_`` keys left out), as ``collect.load_curves`` reads a train_log.jsonl."""
-    return [
-        labels | {k: v for k, v in record.items() if not k.startswith("_") and v is not None}
-        for record in run.scan_history()
-        if record.get("_step") is not None
-    ]
+    def history(self, key: str) -> Iterator[dict[str, Any]]:
+        for record in self.runs[key].scan_history():
+            if record.get("_step") is not None:
+                yield logged({k: v for k, v in record.items() if not k.startswith("_")})
 
-
-def variant_labels(run: Any) -> dict[str, Any] | None:
-    """variant (the name's label, as a run folder's) and seed (its config's, as from files) of
-    a variant study's job; None for a run whose name is not one of the study's jobs."""
-    match = RUN_NAME.match(str(getattr(run, "name", "")))
-    if match is None:
-        return None
-    config = dict(run.config or {})
-    if "seed" not in config:
-        raise WandbUnavailable(f"W&B run {_source(run)} has no seed in its config")
-    return {"variant": match["variant"], "seed": int(config["seed"])}
-
-
-def variant_rows(run: Any) -> list[dict[str, Any]]:
-    """Tidy rows (collect.VARIANT_COLUMNS) of a variant study's run; [] for a run whose name
-    is not one of the study's jobs."""
-    named = variant_labels(run)
-    if named is None:
-        return []
-    stage = "pretrain" if str(run.name).startswith("pretrain-") else "eval_zeroshot"
-    return metric_rows(stage, None, named, _summary(run), _source(run))
-
-
-def curve_rows(run: Any) -> list[dict[str, Any]]:
-    """Per logged step of a variant study's pre-training run, from its W&B history; [] for any
-    other run."""
-    named = variant_labels(run)
-    if named is None or not str(run.name).startswith("pretrain-"):
-        return []
-    return history_rows(run, named)
-
-
-def variant_specs(runs: list[Any]) -> dict[str, RunSpec]:
-    """variant -> RunSpec from the lowest seed's pretraining run config (and an MST run's
-    solved knob its logged steps carry, which W&B keeps in the run summary)."""
-    chosen: dict[str, tuple[int, Any]] = {}
-    for run in runs:
-        named = variant_labels(run)
-        if named is None or not str(run.name).startswith("pretrain-"):
-            continue
-        variant, seed = named["variant"], named["seed"]
-        if variant not in chosen or seed < chosen[variant][0]:
-            chosen[variant] = (seed, run)
-    return {
-        variant: spec_from_config(variant, dict(run.config or {}), dict(run.summary_metrics or {}))
-        for variant, (_, run) in chosen.items()
-    }
-
-
-def squarehead_frame(runs: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """``tables/runs.csv`` (one row per student and teacher) and ``curves.csv`` of the
-    SquareHead study from its W&B runs, through the rows ``analysis.squarehead_runs`` builds
-    from files, and how many runs were read."""
-    students, student_evals, teachers, teacher_evals = {}, {}, {}, {}
-    for run in runs:
-        name = str(getattr(run, "name", ""))
-        if match := STUDENT.match(name):  # a student and its scoring share the name's tail
-            side = students if match["kind"] == "sparse-ft" else student_evals
-            side[(match["task"], match["run"])] = run
-        elif match := TEACHER_EVAL.match(name):
-            teacher_evals[(match["task"], int(match["seed"]))] = _summary(run)
-        elif match := TEACHER.match(name):
-            teachers[(match["task"], int(match["seed"]))] = _summary(run)
-    rows, curves = [], []
-    for (task, key), run in sorted(students.items()):
-        facts = squarehead_runs.run_facts(dict(run.config or {}))  # as from its config.yaml
-        evals = _summary(student_evals[(task, key)]) if (task, key) in student_evals else {}
-        rows.append(squarehead_runs.student_row(task, facts, _summary(run), evals))
-        curves += squarehead_runs.curve_rows({"task": task, **facts}, run.scan_history())
-    rows += [
-        squarehead_runs.teacher_row(task, seed, train, teacher_evals.get((task, seed), {}))
-        for (task, seed), train in sorted(teachers.items())
-    ]
-    if not rows:
-        raise WandbUnavailable("no squarehead jobs (sparse-ft-<task>-...-seed<N>) among the runs")
-    n_runs = len(students) + len(student_evals) + len(teachers) + len(teacher_evals)
-    return pd.DataFrame(rows), pd.DataFrame(curves, columns=squarehead_runs.CURVE_COLUMNS), n_runs
+    def source(self, key: str) -> str:
+        return _source(self.runs[key])
 
 
 def study_declaration(
@@ -218,22 +105,13 @@ def study_declaration(
 
 
 def study_frames(layout: str, study: str, runs: list[Any]) -> tuple[pd.DataFrame, StudyRuns, int]:
-    """The study's runs table and ``StudyRuns`` from its W&B runs, as its files give them for
-    its ``layout``, and how many runs were read."""
-    if layout == "squarehead":
-        frame, curves, n_runs = squarehead_frame(runs)
-        return frame, StudyRuns(curves=curves), n_runs
-    if layout == "sparsity":
-        rows, curves = spdf_rows(runs)
-        frame = pd.DataFrame(rows, columns=COLUMNS)
-        return frame, StudyRuns(curves=curves_frame(curves, layout)), len(runs)
-    rows = [row for run in runs for row in variant_rows(run)]
-    if not rows:
-        raise WandbUnavailable(f"no {study} jobs (pretrain-<variant>-seed<N>) among the runs")
-    frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS).astype({"seed": int, "value": float})
-    curves = curves_frame([r for run in runs for r in curve_rows(run)], layout)
-    n_runs = len({r["source"] for r in rows})
-    return frame, StudyRuns(variant_specs(runs), curves), n_runs
+    """The study's runs table and ``StudyRuns`` from its W&B runs, by the readers that read
+    its files (``analysis.study_runs``) for its ``layout``, and how many runs were read."""
+    store = WandbRuns(runs)
+    frame = runs_table(store, layout)
+    if frame.empty:
+        raise WandbUnavailable(f"no finished {study} jobs among the runs (none logged a run_dir)")
+    return frame, study_runs(store, layout), len(store.runs)
 
 
 def study_outputs(

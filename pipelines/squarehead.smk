@@ -85,14 +85,11 @@ rule collect_squarehead:
         **sqhead_runs(),
     output:
         runs=f"{RESULTS}/squarehead/tables/runs.csv",
-        curves=f"{RESULTS}/squarehead/tables/curves.csv",
     log:
         f"{RESULTS}/squarehead/logs/collect.log",
     params:
         results=lambda wildcards, output: str(Path(output[0]).parents[1]),
-        teachers=lambda wildcards, input: " ".join(str(Path(p).parent) for p in input.teacher),
     conda:
         "../environment.yml"
     shell:
-        "python -m analysis.build runs --study squarehead --results {params.results}"
-        " --teachers {params.teachers} > {log} 2>&1"
+        "python -m analysis.build runs --study squarehead --results {params.results} > {log} 2>&1"

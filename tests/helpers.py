@@ -152,9 +152,12 @@ def _wandb_records(data: bytes, record_type):
 
 
 def offline_runs(study_dir: Path) -> list[OfflineRun]:
-    """Every job of a study's results folder that logged to W&B offline, as its W&B run."""
-    jobs = sorted({p.parents[2] for p in study_dir.rglob("wandb/offline-run-*/run-*.wandb")})
-    return [OfflineRun(job) for job in jobs]
+    """Every job of a study's results folder as the W&B run it logged offline; fails unless
+    every finished job (a folder holding a metrics.json) logged one."""
+    logged = sorted({p.parents[2] for p in study_dir.rglob("wandb/offline-run-*/run-*.wandb")})
+    jobs = [p.parent for p in study_dir.rglob("metrics.json") if "checkpoints" not in p.parts]
+    assert sorted(jobs) == logged, "a finished job logged no W&B run, or a run has no job"
+    return [OfflineRun(job) for job in logged]
 
 
 def assert_wandb_outputs_are_the_files(study: str, results: Path, runs: list) -> None:

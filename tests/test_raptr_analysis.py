@@ -13,6 +13,7 @@ import yaml
 from analysis import build, raptr_claims, raptr_runs, raptr_tables
 from analysis import collect as collect_mod
 from analysis.run_specs import load_specs
+from analysis.run_store import RunFilesError
 from analysis.study_declaration import load_declaration
 from analysis.verdicts import FAILED, HELD, INCONCLUSIVE, UNTESTABLE
 
@@ -176,7 +177,7 @@ def test_a_variant_runs_seed_comes_from_its_config_not_its_folder(results: Path)
     assert len(collect_mod.load_curves(results)) == len(curves)
     del config["seed"]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(collect_mod.RunFilesError, match=r"pld_seed\d+/config.yaml has no 'seed'"):
+    with pytest.raises(RunFilesError, match=r"pld_seed\d+/config.yaml has no 'seed'"):
         collect_mod.collect_variants(results)
 
 

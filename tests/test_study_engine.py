@@ -121,9 +121,6 @@ def test_one_command_refuses_what_it_cannot_build_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a report's own options are in its help
         build.main(["report", "--study", "squarehead", "--help"])
     assert "--high-sparsity HIGH_SPARSITY" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # only SquareHead's students have teachers
-        build.main(["runs", *empty, "--teachers", str(tmp_path)])
-    assert "--teachers: only a SquareHead-layout study's runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build.main(["tables", "--study", "nosuchstudy"])
     assert "invalid choice: 'nosuchstudy'" in capsys.readouterr().err
