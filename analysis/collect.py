@@ -30,13 +30,10 @@ CURVE_LABELS = {"sparsity": ["sparsity", "seed"], "variant": ["variant", "seed"]
 CURVE_COLUMNS = ["step", "tokens", "flops_cum", "train_loss", "val_loss", "step_time_s", "path_len"]
 VARIANT_PATTERN = re.compile(r"^(?P<variant>[a-z][a-z0-9]*(?:_[a-z0-9]+)*)_seed(?P<seed>\d+)$")
 VARIANT_STAGES = ("pretrain", "eval_zeroshot")
-# stage folder -> (has a task folder, metrics.json is lm-eval's flat "task/metric" dict)
-STAGES: dict[str, tuple[bool, bool]] = {
-    "pretrain": (False, False),
-    "finetune": (True, False),
-    "eval_zeroshot": (False, True),
-    "eval_nlg": (True, True),
-}
+SPDF_STAGES = ("pretrain", "finetune", "eval_zeroshot", "eval_nlg")
+# stages whose metrics.json is lm-eval's flat "task/metric" dict (how deep each stage's jobs
+# lie is run_store.STAGE_DEPTH)
+EVAL_STAGES = ("eval_zeroshot", "eval_nlg")
 
 
 def _is_number(value: Any) -> bool:
@@ -110,7 +107,7 @@ def metric_rows(
 ) -> list[dict[str, Any]]:
     """One tidy row per number of a job's metrics (metrics.json or a W&B summary): an
     evaluation's ``task/metric`` keys split, a training job's keys under its ``task``."""
-    if STAGES[stage][1]:
+    if stage in EVAL_STAGES:
         triples = list(eval_metrics(data, task))
     else:
         triples = [(task, k, float(v)) for k, v in data.items() if _is_number(v)]
@@ -124,7 +121,7 @@ def collect(runs: RunStore | Path, study: str = "spdf") -> pd.DataFrame:
     """One tidy row per (run, metric) of every finished job of an SPDF-layout study, from its
     results folder (the study's, or the ``results`` folder holding it) or its W&B runs."""
     store, rows = as_store(runs, study), []
-    for stage in STAGES:
+    for stage in SPDF_STAGES:
         for key in store.keys(stage):
             values = run_values(key, store.record)
             metrics = store.record(key).metrics
@@ -161,11 +158,11 @@ def curves_frame(rows: list[dict[str, Any]], layout: str) -> pd.DataFrame:
     return frame.astype(numbers | ({"sparsity": float} if layout == "sparsity" else {}))
 
 
-def load_curves(runs: RunStore | Path, layout: str = "variant", study: str = "") -> pd.DataFrame:
+def load_curves(runs: RunStore | Path, layout: str = "variant") -> pd.DataFrame:
     """``curves_frame`` of every finished pre-training run's logged steps (its train_log.jsonl
     or W&B history), labelled as ``run_values`` (sparsity, seed) or ``variant_values``
     (variant, seed) label it; ``val_loss`` is NaN off eval steps."""
-    store, rows = as_store(runs, study), []
+    store, rows = as_store(runs, ""), []
     for key in store.keys("pretrain"):
         if layout == "variant":
             values = variant_values(key, store.record)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from sparselm.tracking import flatten
+from sparselm.tracking import as_logged
 
 # stage folder -> how many folders deep its jobs lie (a task folder, then the run's)
 STAGE_DEPTH = {
@@ -86,11 +86,6 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             continue  # a half-written last line of a job still running
 
 
-def logged(record: dict[str, Any]) -> dict[str, Any]:
-    """A logged step as W&B keeps it: nested keys flattened, null values left out."""
-    return {k: v for k, v in flatten(record).items() if v is not None}
-
-
 class FileRuns:
     """A study folder's jobs: a job folder holding a metrics.json (written last) is finished;
     each job's files are read once (every fine-tuning run and evaluation leads back to the same
@@ -117,7 +112,7 @@ class FileRuns:
 
     def history(self, key: str) -> Iterator[dict[str, Any]]:
         log = self.study_dir / key / "train_log.jsonl"
-        return (logged(record) for record in read_jsonl(log)) if log.is_file() else iter(())
+        return (as_logged(record) for record in read_jsonl(log)) if log.is_file() else iter(())
 
     def source(self, key: str) -> str:
         return str(self.study_dir / key / "metrics.json")

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.outputs import save_figure, write_table
-from analysis.run_store import STAGE_DEPTH, RunFilesError, RunRecord, logged, run_key
+from analysis.run_store import STAGE_DEPTH, RunFilesError, RunRecord, run_key
 from analysis.study_declaration import (
     STUDIES_DIR,
     StudyDeclaration,
@@ -37,6 +37,7 @@ from analysis.study_declaration import (
     load_declaration,
 )
 from analysis.study_runs import StudyRuns, runs_table, study_runs
+from sparselm.tracking import as_logged
 
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
 TIMEOUT_S = 30
@@ -81,7 +82,7 @@ class WandbRuns:
     def history(self, key: str) -> Iterator[dict[str, Any]]:
         for record in self.runs[key].scan_history():
             if record.get("_step") is not None:
-                yield logged({k: v for k, v in record.items() if not k.startswith("_")})
+                yield as_logged({k: v for k, v in record.items() if not k.startswith("_")})
 
     def source(self, key: str) -> str:
         return _source(self.runs[key])

@@ -67,7 +67,7 @@ class RecordedRun:
     variant study's job, ``<stage>-<variant>-seed<N>``."""
 
     def __init__(self, folder: Path, stage: str = "pretrain") -> None:
-        from sparselm.tracking import flatten
+        from sparselm.tracking import as_logged, flatten
 
         config = yaml.safe_load((folder / "config.yaml").read_text())
         logger = config.get("logger") or {}
@@ -79,7 +79,7 @@ class RecordedRun:
         log = folder / "train_log.jsonl"
         rows: dict[int, dict] = {}
         for line in log.read_text().splitlines() if log.is_file() else []:
-            record = {k: v for k, v in flatten(json.loads(line)).items() if v is not None}
+            record = as_logged(json.loads(line))
             rows.setdefault(record["step"], {"_step": record["step"]}).update(record)
         self._history = list(rows.values())
         self.summary_metrics = {k: v for row in self._history for k, v in row.items()}

@@ -71,7 +71,7 @@ class WandbTracker:
         )
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        self.run.log({k: v for k, v in flatten(record).items() if v is not None}, step=step)
+        self.run.log(as_logged(record), step=step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
         for k, v in flatten(metrics).items():
@@ -88,6 +88,11 @@ def build_tracker(cfg: TrackerConfig) -> Tracker:
     if not cfg.enabled or cfg.mode == "disabled":
         return NullTracker()
     return WandbTracker(cfg)
+
+
+def as_logged(record: dict[str, Any]) -> dict[str, Any]:
+    """A step's record as W&B keeps it: nested keys flattened, null values left out."""
+    return {k: v for k, v in flatten(record).items() if v is not None}
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
