@@ -44,7 +44,7 @@ def build_runs(declared: StudyDeclaration, results: Path, out: Path) -> int:
 
     study = declared.study
     try:
-        table = runs_table(as_store(results, study), declared.layout)
+        table = runs_table(as_store(results), declared.layout)
     except RunFilesError as err:
         print(f"{study}_runs: {err}", file=sys.stderr)
         return 1

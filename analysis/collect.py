@@ -117,10 +117,10 @@ def metric_rows(
     ]
 
 
-def collect(runs: RunStore | Path, study: str = "spdf") -> pd.DataFrame:
+def collect(runs: RunStore | Path) -> pd.DataFrame:
     """One tidy row per (run, metric) of every finished job of an SPDF-layout study, from its
-    results folder (the study's, or the ``results`` folder holding it) or its W&B runs."""
-    store, rows = as_store(runs, study), []
+    results folder or its W&B runs."""
+    store, rows = as_store(runs), []
     for stage in SPDF_STAGES:
         for key in store.keys(stage):
             values = run_values(key, store.record)
@@ -130,19 +130,16 @@ def collect(runs: RunStore | Path, study: str = "spdf") -> pd.DataFrame:
     return frame.astype({"sparsity": float, "fraction": float, "seed": int, "value": float})
 
 
-def collect_variants(runs: RunStore | Path, study: str = "raptr") -> pd.DataFrame:
+def collect_variants(runs: RunStore | Path) -> pd.DataFrame:
     """As ``collect`` for a study whose runs are named ``<variant>_seed<seed>``."""
-    store, rows = as_store(runs, study), []
+    store, rows = as_store(runs), []
     for stage in VARIANT_STAGES:
         for key in store.keys(stage):
-            values = variant_values(key, store.record)
+            values, where = variant_values(key, store.record), store.source(key)
             if values is None:  # a folder of another kind, or an evaluation of one
-                where = store.source(key)
                 warnings.warn(f"skipping {where}: not a <variant>_seed<N> run", stacklevel=2)
                 continue
-            rows.extend(
-                metric_rows(stage, None, values, store.record(key).metrics, store.source(key))
-            )
+            rows.extend(metric_rows(stage, None, values, store.record(key).metrics, where))
     frame = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
     return frame.astype({"seed": int, "value": float})
 
@@ -162,7 +159,7 @@ def load_curves(runs: RunStore | Path, layout: str = "variant") -> pd.DataFrame:
     """``curves_frame`` of every finished pre-training run's logged steps (its train_log.jsonl
     or W&B history), labelled as ``run_values`` (sparsity, seed) or ``variant_values``
     (variant, seed) label it; ``val_loss`` is NaN off eval steps."""
-    store, rows = as_store(runs, ""), []
+    store, rows = as_store(runs), []
     for key in store.keys("pretrain"):
         if layout == "variant":
             values = variant_values(key, store.record)

@@ -60,7 +60,7 @@ def spec_from_config(
 def load_specs(runs: RunStore | Path) -> dict[str, RunSpec]:
     """variant -> RunSpec, from the finished pre-training job of its lowest seed (its config's,
     and its first logged step), in a results folder or among W&B runs."""
-    store, found = as_store(runs, ""), {}
+    store, found = as_store(runs), {}
     for key in store.keys("pretrain"):  # a fixed order
         label = parse_variant_dir(Path(key).name)
         if label is None:

@@ -104,10 +104,8 @@ class FileRuns:
         ]
 
     def _record(self, key: str) -> RunRecord:
-        config, metrics = (
-            self.study_dir / key / "config.yaml",
-            self.study_dir / key / "metrics.json",
-        )
+        folder = self.study_dir / key
+        config, metrics = folder / "config.yaml", folder / "metrics.json"
         return RunRecord(read_run_file(config), read_run_file(metrics), str(config), str(metrics))
 
     def history(self, key: str) -> Iterator[dict[str, Any]]:
@@ -118,10 +116,6 @@ class FileRuns:
         return str(self.study_dir / key / "metrics.json")
 
 
-def as_store(runs: RunStore | Path | str, study: str) -> RunStore:
-    """``runs`` as a ``RunStore``: a results folder is read as its study's files (the study's
-    own folder, or the parent ``results`` folder holding it)."""
-    if not isinstance(runs, (str, Path)):
-        return runs
-    folder = Path(runs)
-    return FileRuns(folder if any((folder / s).is_dir() for s in STAGE_DEPTH) else folder / study)
+def as_store(runs: RunStore | Path | str) -> RunStore:
+    """``runs`` as a ``RunStore``: a path is a study's results folder, read as its files."""
+    return FileRuns(Path(runs)) if isinstance(runs, (str, Path)) else runs

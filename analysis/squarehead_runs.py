@@ -57,11 +57,6 @@ def _task_and_facts(record: RunRecord, facts=run_facts) -> tuple[str, dict[str, 
         raise RunFilesError(f"{record.config_at}: not this study's job config (no {e})") from None
 
 
-def _scores(store: RunStore, key: str) -> dict[str, Any]:
-    """A scoring job's metrics; {} if it has not run."""
-    return store.record(key).metrics if key in store.keys(key.split("/")[0]) else {}
-
-
 def _task_metrics(evals: dict[str, Any], task: str) -> dict[str, float]:
     """``sparselm_e2e_nlg/bleu`` -> ``bleu`` for this task's NLG scores."""
     prefix = f"sparselm_{task}_nlg/" if task == "e2e" else f"sparselm_{task}/"
@@ -95,14 +90,19 @@ def collect(runs: RunStore | Path) -> pd.DataFrame:
     """``tables/runs.csv``: one row per student (``sparse_finetune``) with its scores
     (``eval_sparse_nlg``, the same folder name), and per dense teacher (``finetune``) with its
     own (``eval_teacher_nlg/<task>/dense_seed<N>``), from the results folder or W&B runs."""
-    store, rows = as_store(runs, "squarehead"), []
+    store, rows = as_store(runs), []
+    scored = {*store.keys("eval_sparse_nlg"), *store.keys("eval_teacher_nlg")}
+
+    def scores(key: str) -> dict[str, Any]:  # a scoring job's metrics; {} if it has not run
+        return store.record(key).metrics if key in scored else {}
+
     for key in store.keys("sparse_finetune"):
         task, facts = _task_and_facts(store.record(key))
-        evals = _scores(store, f"eval_sparse_nlg/{task}/{Path(key).name}")
+        evals = scores(f"eval_sparse_nlg/{task}/{Path(key).name}")
         rows.append(student_row(task, facts, store.record(key).metrics, evals))
     for key in store.keys("finetune"):
         task, seed = _task_and_facts(store.record(key), lambda c: int(c["seed"]))
-        evals = _scores(store, f"eval_teacher_nlg/{task}/dense_seed{seed}")
+        evals = scores(f"eval_teacher_nlg/{task}/dense_seed{seed}")
         rows.append(teacher_row(task, seed, store.record(key).metrics, evals))
     if not rows:
         raise RunFilesError("no finished sparse_finetune or finetune job")
@@ -111,7 +111,7 @@ def collect(runs: RunStore | Path) -> pd.DataFrame:
 
 def curves(runs: RunStore | Path) -> pd.DataFrame:
     """Every student's training curve (``curve_rows``), labelled by its task and facts."""
-    store, rows = as_store(runs, "squarehead"), []
+    store, rows = as_store(runs), []
     for key in store.keys("sparse_finetune"):
         task, facts = _task_and_facts(store.record(key))
         rows += curve_rows({"task": task, **facts}, store.history(key))

@@ -89,13 +89,17 @@ class RecordedRun:
         return iter(self._history)
 
 
+def finished_jobs(study_dir: Path) -> list[Path]:
+    """Every job folder of a study's results folder: one holding a metrics.json (a checkpoint's
+    metrics.json is not a job's)."""
+    found = study_dir.rglob("metrics.json")
+    return sorted(p.parent for p in found if "checkpoints" not in p.relative_to(study_dir).parts)
+
+
 def recorded_runs(study_dir: Path) -> list[RecordedRun]:
-    """Every job of a study's results folder (a folder holding a metrics.json) as its W&B run."""
-    return [
-        RecordedRun(path.parent, path.relative_to(study_dir).parts[0])
-        for path in sorted(study_dir.rglob("metrics.json"))
-        if path.parent.parent.name != "checkpoints"
-    ]
+    """Every job of a study's results folder as its W&B run."""
+    jobs = finished_jobs(study_dir)
+    return [RecordedRun(job, job.relative_to(study_dir).parts[0]) for job in jobs]
 
 
 class OfflineRun:
@@ -155,8 +159,8 @@ def offline_runs(study_dir: Path) -> list[OfflineRun]:
     """Every job of a study's results folder as the W&B run it logged offline; fails unless
     every finished job (a folder holding a metrics.json) logged one."""
     logged = sorted({p.parents[2] for p in study_dir.rglob("wandb/offline-run-*/run-*.wandb")})
-    jobs = [p.parent for p in study_dir.rglob("metrics.json") if "checkpoints" not in p.parts]
-    assert sorted(jobs) == logged, "a finished job logged no W&B run, or a run has no job"
+    jobs = finished_jobs(study_dir)
+    assert jobs == logged, "a finished job logged no W&B run, or a run has no job"
     return [OfflineRun(job) for job in logged]
 
 

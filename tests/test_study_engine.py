@@ -310,7 +310,7 @@ def test_wandb_rebuilds_a_reusing_studys_tables_as_its_files_do(tmp_path, monkey
         wandb_compare.study_declaration("trio", studies), runs
     )
     from_wandb = made["tables"]
-    frame = collect.collect_variants(results, "trio")
+    frame = collect.collect_variants(results)
     from_files = compare_tables.make_tables(frame, study_runs.from_files(results, "variant"))
     assert n_runs == len(TRIO) and list(from_wandb) == list(trio()["tables"])
     assert list(from_wandb["compare_table_main"][0]["variant"]) == list(TRIO)
