@@ -20,10 +20,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from analysis.study_declaration import StudyDeclaration, declared_studies, load_declaration
+
+if TYPE_CHECKING:
+    from analysis.study_runs import StudyRuns
 
 KINDS = ("runs", "tables", "figures", "report")
 COMMON_OPTIONS = ("kind", "study", "results", "out", "scale")  # the rest: a report's
@@ -59,11 +63,23 @@ def build_runs(declared: StudyDeclaration, results: Path, out: Path) -> int:
     return 0
 
 
+def make_outputs(
+    declared: StudyDeclaration, kind: str, runs: pd.DataFrame, study_runs: StudyRuns
+) -> dict[str, tuple]:
+    """Every table or figure ``analysis.<modules>_<kind>.make_<kind>`` makes from the runs table
+    and the ``study_runs.StudyRuns`` (of files or W&B runs), by stem; the stems must be the ones
+    the declaration names (the names its rules and report use)."""
+    module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
+    made = getattr(module, f"make_{kind}")(runs, study_runs)
+    names = getattr(declared, kind)
+    if set(made) != set(names):  # a code error: the declaration names every output
+        raise ValueError(f"{declared.study}_{kind} makes {sorted(made)}; declared: {sorted(names)}")
+    return made
+
+
 def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Path) -> int:
-    """Write every table or figure ``analysis.<modules>_<kind>.make_<kind>`` returns, by stem;
-    the stems must be the ones the declaration names (the names its rules and report use).
-    ``make_tables`` and ``make_figures`` get the runs table and ``study_runs.StudyRuns``."""
-    from analysis.outputs import save_figure, write_table
+    """Write every table or figure the study declares (``make_outputs``) from its results folder."""
+    from analysis.outputs import write_outputs
 
     study = declared.study
     runs = read_runs(results)  # the rule's input: the runs are gathered once, by build_runs
@@ -76,15 +92,9 @@ def build_outputs(declared: StudyDeclaration, kind: str, results: Path, out: Pat
         return 1
     from analysis.study_runs import from_files  # what W&B runs give as well (wandb_compare)
 
-    module = importlib.import_module(f"analysis.{declared.modules}_{kind}")
-    made = getattr(module, f"make_{kind}")(runs, from_files(results, declared.layout))
-    names = getattr(declared, kind)
-    if set(made) != set(names):  # a code error: the declaration names every output
-        raise ValueError(f"{study}_{kind} makes {sorted(made)}; declared: {sorted(names)}")
-    write = write_table if kind == "tables" else save_figure
-    for stem, (first, second) in made.items():
-        for path in write(first, second, stem, out):
-            print(path)
+    made = make_outputs(declared, kind, runs, from_files(results, declared.layout))
+    for path in write_outputs(kind, made, out):
+        print(path)
     return 0
 
 

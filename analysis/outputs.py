@@ -24,6 +24,13 @@ def write_table(numbers: pd.DataFrame, shown: pd.DataFrame, stem: str, out_dir: 
     return [csv, md]
 
 
+def write_outputs(kind: str, made: dict[str, tuple], out_dir: Path) -> list[Path]:
+    """Every table (stem -> numbers, Markdown view) or figure (stem -> figure, plotted numbers)
+    of ``made`` into ``out_dir``."""
+    write = write_table if kind == "tables" else save_figure
+    return [path for stem, pair in made.items() for path in write(*pair, stem, out_dir)]
+
+
 def save_figure(fig: Figure, data: pd.DataFrame, stem: str, out_dir: Path) -> list[Path]:
     """``<stem>.png``, ``<stem>.pdf`` and ``<stem>.csv`` (the exact numbers plotted)."""
     # Agg canvas, not pyplot: no display, no global figure registry to leak figures into

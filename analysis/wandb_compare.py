@@ -18,7 +18,6 @@ rest there.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import os
 import sys
@@ -28,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.outputs import save_figure, write_table
+from analysis.build import make_outputs
+from analysis.outputs import write_outputs
 from analysis.run_store import STAGE_DEPTH, RunFilesError, RunRecord, run_key
 from analysis.study_declaration import (
     STUDIES_DIR,
@@ -119,15 +119,11 @@ def study_outputs(
     declaration: StudyDeclaration, runs: list[Any], kinds: Sequence[str] = ("tables",)
 ) -> tuple[dict[str, dict[str, tuple]], int]:
     """kind -> every table (stem -> numbers, Markdown view) or figure (stem -> figure, plotted
-    numbers) the study declares, from its W&B runs, made by the ``make_tables`` and
-    ``make_figures`` that make them from files; and how many runs it read.
+    numbers) the study declares, from its W&B runs, made as from files (``build.make_outputs``);
+    and how many runs it read.
     ``declaration``: from ``study_declaration``, which checks the modules exist."""
     frame, study_runs, n_runs = study_frames(declaration.layout, declaration.study, runs)
-    made = {}
-    for kind in kinds:
-        module = importlib.import_module(f"analysis.{declaration.modules}_{kind}")
-        made[kind] = getattr(module, f"make_{kind}")(frame, study_runs)
-    return made, n_runs
+    return {kind: make_outputs(declaration, kind, frame, study_runs) for kind in kinds}, n_runs
 
 
 def fetch_runs(entity: str, project: str, group: str, api: Any = None) -> list[Any]:
@@ -176,9 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wandb_compare: {err}", file=sys.stderr)
         return 2
     for kind, outputs in made.items():
-        write = write_table if kind == "tables" else save_figure
-        for stem, (first, second) in outputs.items():
-            write(first, second, stem, args.out)
+        write_outputs(kind, outputs, args.out)
     counts = ", ".join(f"{len(outputs)} {kind}" for kind, outputs in made.items())
     print(f"wandb_compare: {n_runs} runs -> {counts} in {args.out}")
     return 0

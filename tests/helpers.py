@@ -169,7 +169,6 @@ def assert_wandb_outputs_are_the_files(study: str, results: Path, runs: list) ->
     ``analysis.wandb_compare``, holds the numbers made from its results folder (whose runs table
     is built): a table's numbers, a figure's plotted numbers, each as its CSV holds them, to rel
     1e-9 (the runs arrive in another order, so a mean may sum in another order)."""
-    import importlib
     import io
 
     import pandas as pd
@@ -182,8 +181,7 @@ def assert_wandb_outputs_are_the_files(study: str, results: Path, runs: list) ->
     made, _ = wandb_compare.study_outputs(declaration, runs, kinds)
     study_runs = from_files(results, declaration.layout)
     for kind in kinds:
-        module = importlib.import_module(f"analysis.{declaration.modules}_{kind}")
-        files = getattr(module, f"make_{kind}")(build.read_runs(results), study_runs)
+        files = build.make_outputs(declaration, kind, build.read_runs(results), study_runs)
         assert sorted(made[kind]) == sorted(files) == sorted(getattr(declaration, kind))
         for stem, outputs in files.items():
             numbers = 1 if kind == "figures" else 0  # (figure, plotted) or (numbers, Markdown)
