@@ -90,10 +90,11 @@ class RecordedRun:
 
 
 def finished_jobs(study_dir: Path) -> list[Path]:
-    """Every job folder of a study's results folder: one holding a metrics.json (a checkpoint's
-    metrics.json is not a job's)."""
-    found = study_dir.rglob("metrics.json")
-    return sorted(p.parent for p in found if "checkpoints" not in p.relative_to(study_dir).parts)
+    """Every finished job folder of a study's results folder, as the analysis finds them."""
+    from analysis.run_store import STAGE_DEPTH, FileRuns
+
+    store = FileRuns(study_dir)
+    return sorted(study_dir / key for stage in STAGE_DEPTH for key in store.keys(stage))
 
 
 def recorded_runs(study_dir: Path) -> list[RecordedRun]:
